@@ -1,0 +1,36 @@
+# `make run` and `make test` set everything up on first use (.venv from pyproject.toml).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test test-slow data bench compare install clean
+
+install: $(STAMP)
+
+# constraints.txt pins every transitive dependency to the versions the tests ran against.
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+data:
+	@bash scripts/install_data.sh
+
+run: $(STAMP) data
+	$(BIN)/neumeta-cl experiment quickstart
+
+test: $(STAMP) data
+	$(BIN)/pytest
+
+test-slow: $(STAMP) data
+	$(BIN)/pytest -m slow
+
+bench: $(STAMP) data
+	$(BIN)/python scripts/bench_loop.py
+
+compare: $(STAMP) data
+	$(BIN)/python scripts/compare_avalanche.py
+
+clean:
+	rm -rf runs wandb .pytest_cache

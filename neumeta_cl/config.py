@@ -1,0 +1,133 @@
+"""Configs: Hydra's compose API over the groups in ``configs/``, with errors a person can act on.
+
+We compose instead of using ``@hydra.main`` so the CLI owns the process (no working-directory
+changes, no Hydra output folders) and every config error becomes one sentence.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from neumeta_cl.errors import ConfigError
+
+GROUPS = ("benchmark", "model", "strategy", "logger")
+
+
+def config_dir() -> Path:
+    """``$NEUMETA_CL_CONFIG_DIR`` or the repository's ``configs/``."""
+    env = os.environ.get("NEUMETA_CL_CONFIG_DIR")
+    return Path(env) if env else Path(__file__).resolve().parents[1] / "configs"
+
+
+def experiments_dir() -> Path:
+    """``$NEUMETA_CL_EXPERIMENTS_DIR`` or the repository's ``experiments/``."""
+    env = os.environ.get("NEUMETA_CL_EXPERIMENTS_DIR")
+    return Path(env) if env else Path(__file__).resolve().parents[1] / "experiments"
+
+
+def experiment_choices() -> list[str]:
+    return sorted(p.stem for p in experiments_dir().glob("*.yaml"))
+
+
+def group_choices(group: str) -> list[str]:
+    return sorted(p.stem for p in (config_dir() / group).glob("*.yaml"))
+
+
+def _keys_at(cfg: DictConfig, dotted: str) -> list[str]:
+    """Valid keys of the node that would hold ``dotted`` (for 'unknown key' errors)."""
+    node = cfg
+    for part in dotted.split(".")[:-1]:
+        if not isinstance(node, DictConfig) or part not in node:
+            break
+        node = node[part]
+    return sorted(node.keys()) if isinstance(node, DictConfig) else []
+
+
+def _translate(err: Exception, overrides: list[str]) -> ConfigError:
+    msg = str(err)
+    m = re.search(r"Could not find '(\w+)/([^']+)'", msg)
+    if m and m.group(1) in GROUPS:
+        group, name = m.groups()
+        plural = "strategies" if group == "strategy" else f"{group}s"
+        return ConfigError(f"Unknown {group} '{name}'; valid {plural} are: {', '.join(group_choices(group))}.")
+    m = re.search(r"Could not override '([^']+)'", msg) or re.search(r"Key '([^']+)' is not in struct", msg)
+    if m:
+        key = m.group(1)
+        groups_only = [o for o in overrides if o.split("=")[0] in GROUPS]
+        try:
+            base = compose(groups_only)
+        except ConfigError:
+            base = None
+        valid = _keys_at(base, key) if base is not None else []
+        hint = f"; valid keys here are: {', '.join(valid)}" if valid else ""
+        return ConfigError(f"Unknown config key '{key}'{hint}. To add a new key deliberately, write +{key}=VALUE.")
+    first = msg.strip().splitlines()[0] if msg.strip() else type(err).__name__
+    return ConfigError(f"Invalid config override(s) {' '.join(overrides)}: {first}")
+
+
+def compose(overrides: list[str] | tuple[str, ...] = (), config_name: str = "config") -> DictConfig:
+    """Compose the root config with command-line style overrides (``key=value``, ``group=choice``)."""
+    from hydra import compose as hydra_compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    overrides = list(overrides)
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+            cfg = hydra_compose(config_name=config_name, overrides=overrides)
+    except (HydraException, OmegaConfBaseException, ValueError) as e:
+        raise _translate(e, overrides) from None
+    OmegaConf.set_struct(cfg, True)
+    return cfg
+
+
+def _positive(value, name: str, allow_zero: bool = False) -> None:
+    ok = value is not None and (value >= 0 if allow_zero else value > 0)
+    if not ok:
+        kind = "non-negative" if allow_zero else "positive"
+        raise ConfigError(f"{name} must be {kind}, got {value}; set it with {name}=<{kind} number>.")
+
+
+def validate(cfg: DictConfig) -> None:
+    """Checks that need no data: names, sizes and rates. Data-dependent checks happen where the data is."""
+    from neumeta_cl.data import DATASETS, STREAM_KINDS
+    from neumeta_cl.nets import MODELS
+    from neumeta_cl.strategies import STRATEGIES
+
+    DATASETS.get(cfg.benchmark.dataset)
+    STREAM_KINDS.get(cfg.benchmark.kind)
+    MODELS.get(cfg.model.name)
+    STRATEGIES.get(cfg.strategy.name)
+    _positive(cfg.benchmark.n_experiences, "benchmark.n_experiences")
+    for key in ("epochs", "batch_size", "lr", "eval_batch_size"):
+        _positive(cfg.train[key], f"train.{key}")
+    _positive(cfg.train.weight_decay, "train.weight_decay", allow_zero=True)
+    _positive(cfg.metrics.lca_beta, "metrics.lca_beta", allow_zero=True)
+    _positive(cfg.metrics.curve_every_n_steps, "metrics.curve_every_n_steps", allow_zero=True)
+    sizes = cfg.model.get("widths") or cfg.model.get("channels") or []
+    for i, w in enumerate(sizes):
+        _positive(w, f"model.{'widths' if 'widths' in cfg.model else 'channels'}[{i}]")
+    for key in ("buffer_size", "mem_batch_size", "fisher_batch_size", "temperature"):
+        if cfg.strategy.get(key) is not None:
+            _positive(cfg.strategy[key], f"strategy.{key}")
+    for key in ("ewc_lambda", "alpha"):
+        if cfg.strategy.get(key) is not None:
+            _positive(cfg.strategy[key], f"strategy.{key}", allow_zero=True)
+    if cfg.train.optimizer not in ("sgd", "adam"):
+        raise ConfigError(f"Unknown train.optimizer '{cfg.train.optimizer}'; valid optimizers are: adam, sgd.")
+
+
+def load(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
+    cfg = compose(overrides)
+    validate(cfg)
+    return cfg
+
+
+def to_dict(cfg: DictConfig) -> dict:
+    return OmegaConf.to_container(cfg, resolve=True)

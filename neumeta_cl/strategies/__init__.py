@@ -1,0 +1,39 @@
+"""Strategies: LightningModules registered by name (``strategy=ewc`` on the command line)."""
+
+from __future__ import annotations
+
+import inspect
+
+from torch import nn
+
+from neumeta_cl.errors import ConfigError
+from neumeta_cl.registry import Registry
+from neumeta_cl.strategies.base import ContinualModule, OptimConfig, Piece
+from neumeta_cl.strategies.ewc import EWC, EWCPenalty
+from neumeta_cl.strategies.lwf import Distillation, LwF
+from neumeta_cl.strategies.naive import Joint, Naive
+from neumeta_cl.strategies.replay import Replay, ReplayBuffer
+
+STRATEGIES: Registry = Registry("strategy", "strategies")
+for _name, _cls in {"naive": Naive, "joint": Joint, "ewc": EWC, "replay": Replay, "lwf": LwF}.items():
+    STRATEGIES.register(_name)(_cls)
+
+
+def build_strategy(cfg: dict, net: nn.Module, optim: OptimConfig, batch_size: int, seed: int) -> ContinualModule:
+    """Build a registered strategy from its config node (``name`` plus the strategy's own keys)."""
+    cfg = dict(cfg)
+    name = cfg.pop("name")
+    cls = STRATEGIES.get(name)
+    accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "net", "optim", "batch_size", "seed"}
+    unknown = sorted(set(cfg) - accepted)
+    if unknown:
+        raise ConfigError(
+            f"Unknown key(s) {', '.join(unknown)} for strategy '{name}'; valid keys are: {', '.join(sorted(accepted)) or 'none'}."
+        )
+    return cls(net, optim, batch_size=batch_size, seed=seed, **cfg)
+
+
+__all__ = [
+    "STRATEGIES", "build_strategy", "ContinualModule", "OptimConfig", "Piece",
+    "Naive", "Joint", "EWC", "EWCPenalty", "Replay", "ReplayBuffer", "LwF", "Distillation",
+]

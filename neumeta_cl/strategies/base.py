@@ -1,0 +1,107 @@
+"""The LightningModule every strategy is: a morphable net, a loss, and composable pieces.
+
+A strategy is a ``ContinualModule`` plus a few *pieces* (EWC's penalty, LwF's distillation, a
+replay buffer). Pieces see the experience boundaries through ``before_experience`` /
+``after_experience`` and add to the loss through ``penalty``; none of them owns a training loop.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from neumeta_cl.data import TensorExperience
+from neumeta_cl.errors import ConfigError, TrainingDiverged
+
+
+class Piece:
+    """A composable part of a strategy. Override only what you need."""
+
+    def before_experience(self, module: "ContinualModule", experience: TensorExperience) -> None:
+        pass
+
+    def penalty(self, module: "ContinualModule", x: torch.Tensor, t: torch.Tensor, logits: torch.Tensor):
+        return 0.0
+
+    def after_experience(self, module: "ContinualModule", experience: TensorExperience) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    name: str = "sgd"
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+
+    def build(self, params) -> torch.optim.Optimizer:
+        if self.name == "sgd":
+            return torch.optim.SGD(params, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
+        if self.name == "adam":
+            return torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
+        raise ConfigError(f"Unknown optimizer '{self.name}'; valid optimizers are: adam, sgd.")
+
+
+class ContinualModule(pl.LightningModule):
+    """Fine-tunes ``net`` on the current experience with cross-entropy plus the pieces' penalties.
+
+    ``net(x, t)`` returns logits; ``t`` holds task labels (used by multi-head nets only). The
+    optimizer is built afresh for every ``Trainer.fit``, so after a morph replaces parameters the
+    next experience optimises the new ones.
+    """
+
+    def __init__(self, net: nn.Module, optim: OptimConfig, *, batch_size: int = 128, seed: int = 0,
+                 pieces: list[Piece] | None = None):
+        super().__init__()
+        self.net = net
+        self.optim = optim
+        self.batch_size = batch_size
+        self.seed = seed
+        self.pieces: list[Piece] = list(pieces or [])
+        self.experience_index = -1
+        self._show_loss = True
+
+    # -- experience boundaries (called by the runner, outside Trainer.fit) --------------------
+    def train_experience(self, stream, index: int) -> TensorExperience:
+        """The data trained on at experience ``index``: the new experience only (``joint`` overrides)."""
+        return stream.train[index]
+
+    def before_experience(self, experience: TensorExperience) -> None:
+        self.experience_index = experience.index
+        for piece in self.pieces:
+            piece.before_experience(self, experience)
+
+    def after_experience(self, experience: TensorExperience) -> None:
+        for piece in self.pieces:
+            piece.after_experience(self, experience)
+
+    # -- training ------------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor, t: torch.Tensor | None = None) -> torch.Tensor:
+        return self.net(x, t)
+
+    def training_batch(self, batch):
+        """The batch the loss is computed on; replay appends buffered samples here."""
+        return batch
+
+    def training_step(self, batch, batch_idx):
+        x, y, t = self.training_batch(batch)
+        logits = self.net(x, t)
+        loss = F.cross_entropy(logits, y)
+        for piece in self.pieces:
+            loss = loss + piece.penalty(self, x, t, logits)
+        if not math.isfinite(loss.item()):
+            raise TrainingDiverged(
+                f"The training loss became {loss.item()} at experience {self.experience_index}, "
+                f"step {self.global_step}; lower train.lr (now {self.optim.lr}) or check the inputs."
+            )
+        if self._show_loss:
+            self.log("loss", loss, prog_bar=True, logger=False)
+        return loss
+
+    def configure_optimizers(self):
+        return self.optim.build(self.net.parameters())

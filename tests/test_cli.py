@@ -1,0 +1,68 @@
+"""The command line: help, and every bad input as one clear sentence with exit code 2."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from neumeta_cl.cli import main
+
+
+def test_help_lists_groups_and_choices(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    for text in ("benchmark", "split_fmnist", "permuted_digits", "strategy", "ewc, joint, lwf, naive, replay", "quickstart"):
+        assert text in out
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["benchmark=split_cifar"], "Unknown benchmark 'split_cifar'; valid benchmarks are: permuted_digits"),
+    (["strategy=gem"], "Unknown strategy 'gem'; valid strategies are: ewc, joint, lwf, naive, replay."),
+    (["train.lrr=0.1"], "Unknown config key 'train.lrr'; valid keys here are: accelerator, batch_size"),
+    (["foo=1"], "Unknown config key 'foo'"),
+    (["benchmark=split_digits", "benchmark.n_experiences=3"], "Cannot split the 10 classes of digits into 3 experiences"),
+    (["train.lr=0"], "train.lr must be positive, got 0"),
+    (["train.lr=-0.1"], "train.lr must be positive"),
+    (["train.batch_size=0"], "train.batch_size must be positive"),
+    (["benchmark.n_experiences=0"], "benchmark.n_experiences must be positive"),
+    (["model.widths=[64,-1]"], "model.widths[1] must be positive"),
+    (["strategy=replay", "strategy.buffer_size=-5"], "strategy.buffer_size must be positive"),
+    (["model=mlp", "model.name=resnet"], "Unknown model 'resnet'; valid models are: cnn, mlp."),
+])
+def test_bad_input_is_one_sentence_and_exit_2(overrides, message, capsys, tmp_path):
+    code = main(["run", *overrides, "logger.mode=disabled", f"output_dir={tmp_path}"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert message in err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_missing_fmnist_says_how_to_install(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("NEUMETA_CL_DEBIAN_FMNIST", str(tmp_path / "nowhere"))
+    monkeypatch.setenv("NEUMETA_CL_CACHE", str(tmp_path / "cache"))
+    from neumeta_cl.data import clear_caches
+
+    clear_caches()
+    code = main(["run", "benchmark=split_fmnist", "logger.mode=disabled", f"output_dir={tmp_path}"])
+    err = capsys.readouterr().err
+    clear_caches()
+    assert code == 2 and "apt-get install dataset-fashion-mnist" in err and err.count("\n") == 1
+
+
+def test_real_process_exit_code_and_no_traceback(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "neumeta_cl.cli", "run", "strategy=nope"],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == ("error: Unknown strategy 'nope'; valid strategies are: "
+                                   "ewc, joint, lwf, naive, replay.")
+
+
+def test_run_command_prints_table_and_paths(capsys, fast_overrides):
+    code = main(["run", *fast_overrides, "strategy=naive"])
+    out = capsys.readouterr().out
+    assert code == 0 and "ACC" in out and "results.json" in out
+    path = out.split("results: ")[1].split()[0]
+    assert json.load(open(path))["status"] == "completed"
