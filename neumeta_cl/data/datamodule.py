@@ -3,7 +3,7 @@
 A DataLoader with `batch_size=None` hands each item of its sampler straight to the dataset, so
 our sampler yields whole index batches (slices of one `randperm`) and the dataset returns
 `(x[idx], y[idx], t[idx])`. That keeps a real `DataLoader` (Lightning counts batches and shows
-progress) at the cost of a hand-written loop over tensors.
+progress) that runs as fast as a hand-written loop over tensors.
 """
 
 from __future__ import annotations
@@ -54,7 +54,8 @@ class EpochBatchSampler(Sampler):
         epoch, self.epoch = self.epoch, self.epoch + 1
         if self.shuffle:
             # SeedSequence mixes (seed, epoch) so that no two pairs share a stream (seed + epoch would).
-            mixed = int(np.random.SeedSequence([self.seed, epoch]).generate_state(1, np.uint64)[0])
+            entropy = [self.seed & 0xFFFF_FFFF_FFFF_FFFF, epoch]  # SeedSequence wants non-negative ints
+            mixed = int(np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0])
             order = torch.randperm(self.n, generator=torch.Generator().manual_seed(mixed))
         else:
             order = torch.arange(self.n)

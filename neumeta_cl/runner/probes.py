@@ -25,7 +25,8 @@ class StepCounter(pl.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         self.step += 1
         if self.log_fn is not None and self.every_n_steps and self.step % self.every_n_steps == 0:
-            self.log_fn({"train/loss": float(outputs["loss"]), "train/experience": pl_module.experience_index}, self.step)
+            loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+            self.log_fn({"train/loss": float(loss), "train/experience": pl_module.experience_index}, self.step)
 
 
 class LearningCurve(pl.Callback):

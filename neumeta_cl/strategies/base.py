@@ -28,6 +28,9 @@ class Piece:
     def penalty(self, module: "ContinualModule", x: torch.Tensor, t: torch.Tensor, logits: torch.Tensor):
         return 0.0
 
+    def after_backward(self, module: "ContinualModule") -> None:
+        """Gradients are in ``p.grad`` and the optimizer has not stepped: mask or project them here."""
+
     def after_experience(self, module: "ContinualModule", experience: TensorExperience) -> None:
         pass
 
@@ -53,6 +56,10 @@ class ContinualModule(pl.LightningModule):
     ``net(x, t)`` returns logits; ``t`` holds task labels (used by multi-head nets only). The
     optimizer is built afresh for every ``Trainer.fit``, so after a morph replaces parameters the
     next experience optimises the new ones.
+
+    Optimization is manual (one backward, then ``Piece.after_backward``, then one step): CL methods
+    routinely edit gradients between the two (masks, projections), and it skips Lightning's
+    closure machinery, which is most of its per-step overhead.
     """
 
     def __init__(self, net: nn.Module, optim: OptimConfig, *, batch_size: int = 128, seed: int = 0,
@@ -65,6 +72,7 @@ class ContinualModule(pl.LightningModule):
         self.pieces: list[Piece] = list(pieces or [])
         self.experience_index = -1
         self._show_loss = True
+        self.automatic_optimization = False
 
     # -- experience boundaries (called by the runner, outside Trainer.fit) --------------------
     def train_experience(self, stream, index: int) -> TensorExperience:
@@ -99,9 +107,15 @@ class ContinualModule(pl.LightningModule):
                 f"The training loss became {loss.item()} at experience {self.experience_index}, "
                 f"step {self.global_step}; lower train.lr (now {self.optim.lr}) or check the inputs."
             )
+        opt = self.optimizers()
+        opt.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        for piece in self.pieces:
+            piece.after_backward(self)
+        opt.step()
         if self._show_loss:
             self.log("loss", loss, prog_bar=True, logger=False)
-        return loss
+        return loss.detach()
 
     def configure_optimizers(self):
         return self.optim.build(self.net.parameters())

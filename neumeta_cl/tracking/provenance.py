@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import subprocess
 from importlib import metadata
 from pathlib import Path
@@ -10,6 +11,7 @@ PACKAGES = ("neumeta_cl", "torch", "torchvision", "pytorch-lightning", "avalanch
             "hydra-core", "numpy", "scikit-learn")
 
 
+@functools.cache  # versions cannot change within a process
 def package_versions() -> dict[str, str | None]:
     versions = {}
     for name in PACKAGES:

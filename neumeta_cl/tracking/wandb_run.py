@@ -18,9 +18,14 @@ MODES = ("offline", "online", "disabled")
 
 def make_wandb_logger(mode: str, project: str, run_name: str, save_dir: Path, config: dict, entity: str | None = None,
                       tags: list[str] | None = None):
-    """A ``WandbLogger`` whose run is started now, so its files exist even if the run fails early."""
+    """A ``WandbLogger`` whose run is started now, so its files exist even if the run fails early.
+
+    ``disabled`` returns None: nothing is started and every logging call is a no-op.
+    """
     if mode not in MODES:
         raise ConfigError(f"Unknown logger.mode '{mode}'; valid modes are: {', '.join(MODES)}.")
+    if mode == "disabled":
+        return None
     os.environ.setdefault("WANDB_SILENT", "true")
     from pytorch_lightning.loggers import WandbLogger
 
@@ -35,7 +40,7 @@ def make_wandb_logger(mode: str, project: str, run_name: str, save_dir: Path, co
 
 def run_dir(logger) -> str | None:
     """Local directory of the W&B run (``.../wandb/offline-run-*``), or None when disabled."""
-    if logger is None or logger.experiment.disabled:
+    if logger is None:
         return None
     return str(Path(logger.experiment.dir).parent)
 
@@ -71,7 +76,7 @@ def accuracy_heatmap(R: np.ndarray):
 
 def log_accuracy_matrix(logger, R: np.ndarray, step: int) -> None:
     """The accuracy matrix as a ``wandb.Table`` (one row per trained experience) and a heatmap image."""
-    if logger is None or logger.experiment.disabled:
+    if logger is None:
         return
     import matplotlib.pyplot as plt
     import wandb
@@ -88,7 +93,6 @@ def finish(logger, summary: dict, exit_code: int = 0) -> None:
     if logger is None:
         return
     run = logger.experiment
-    if not run.disabled:
-        for key, value in summary.items():
-            run.summary[key] = value
+    for key, value in summary.items():
+        run.summary[key] = value
     run.finish(exit_code=exit_code)
