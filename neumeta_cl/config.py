@@ -108,6 +108,8 @@ def validate(cfg: DictConfig) -> None:
     for key in ("epochs", "batch_size", "lr", "eval_batch_size"):
         _positive(cfg.train[key], f"train.{key}")
     _positive(cfg.train.weight_decay, "train.weight_decay", allow_zero=True)
+    if cfg.train.get("threads") is not None:
+        _positive(cfg.train.threads, "train.threads")
     _positive(cfg.metrics.lca_beta, "metrics.lca_beta", allow_zero=True)
     _positive(cfg.metrics.curve_every_n_steps, "metrics.curve_every_n_steps", allow_zero=True)
     sizes = cfg.model.get("widths") or cfg.model.get("channels") or []

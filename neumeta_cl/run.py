@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytorch_lightning as pl
+import torch
 from omegaconf import DictConfig
 
 from neumeta_cl.config import to_dict, validate
@@ -54,6 +55,8 @@ def run_continual(cfg: DictConfig, extra_hooks: list[ExperienceHook] | None = No
     reason, and the exception propagates.
     """
     validate(cfg)
+    if cfg.train.threads:
+        torch.set_num_threads(int(cfg.train.threads))
     stream = build_stream_from(cfg)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     net = build_model(to_dict(cfg.model), stream.input_shape, stream.n_classes, stream.heads)

@@ -43,6 +43,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import math
 import os
 import random
 import re
@@ -73,10 +74,13 @@ def _capture_init_hook():
     from neumeta_cl.runner import ExperienceHook
 
     class CaptureInit(ExperienceHook):
-        net = None
+        net = outcome = None
 
         def on_run_start(self, runner):
             self.net = copy.deepcopy(runner.net).cpu()
+
+        def on_run_end(self, runner):  # also after a failure: R and b up to the failed experience
+            self.outcome = runner.outcome
 
     return CaptureInit()
 
@@ -98,14 +102,20 @@ def config_overrides(benchmark: str, strategy: str, seed: int, epochs: int | Non
 
 
 def run_ours(cfg):
-    """(R, b, wall seconds, initial net) of one run of our recipe."""
+    """(R, b, wall seconds, initial net, divergence message or None) of one run of our recipe."""
     from neumeta_cl.run import run_continual
+
+    from neumeta_cl.errors import TrainingDiverged
 
     capture = _capture_init_hook()
     t0 = time.perf_counter()
-    result = run_continual(cfg, extra_hooks=[capture])
+    diverged = None
+    try:
+        run_continual(cfg, extra_hooks=[capture])
+    except TrainingDiverged as e:
+        diverged = str(e)
     seconds = time.perf_counter() - t0
-    return np.asarray(result.outcome.R), np.asarray(result.outcome.b), seconds, capture.net
+    return np.asarray(capture.outcome.R), np.asarray(capture.outcome.b), seconds, capture.net, diverged
 
 
 # ----------------------------------------------------------------------------------------------
@@ -131,6 +141,23 @@ def _avalanche_model(net, multi_head: bool):
     return TaskRouted(net)
 
 
+class Diverged(RuntimeError):
+    pass
+
+
+def _divergence_guard():
+    """Stops Avalanche's training at the first non-finite loss, as our ContinualModule does."""
+    from avalanche.training.plugins import SupervisedPlugin
+
+    class DivergenceGuard(SupervisedPlugin):
+        def after_backward(self, strategy, **kwargs):  # loss is complete (EWC added its penalty before)
+            if not math.isfinite(strategy.loss.item()):
+                raise Diverged(f"The training loss became {strategy.loss.item()} at experience "
+                               f"{strategy.clock.train_exp_counter}, step {strategy.clock.train_exp_iterations}.")
+
+    return DivergenceGuard()
+
+
 def build_avalanche_strategy(name: str, model, cfg, device: str):
     from avalanche.evaluation.metrics import accuracy_metrics
     from avalanche.training import EWC, Naive
@@ -145,7 +172,7 @@ def build_avalanche_strategy(name: str, model, cfg, device: str):
     common = dict(
         model=model, optimizer=optimizer, criterion=torch.nn.CrossEntropyLoss(),
         train_mb_size=t.batch_size, train_epochs=t.epochs, eval_mb_size=t.eval_batch_size, device=device,
-        evaluator=EvaluationPlugin(accuracy_metrics(experience=True), loggers=[]),
+        evaluator=EvaluationPlugin(accuracy_metrics(experience=True), loggers=[]), plugins=[_divergence_guard()],
     )
     if name == "naive":
         return Naive(**common)
@@ -159,9 +186,13 @@ def build_avalanche_strategy(name: str, model, cfg, device: str):
         size = int(s.buffer_size)
         policy = (ClassBalancedBuffer(max_size=size, adaptive_size=True) if s.policy == "class_balanced"
                   else ReservoirSamplingBuffer(max_size=size))
+        # ReplayPlugin calls the deprecated `update`, which is `post_adapt(strategy, strategy.experience)`
+        # plus a warning forced to "always"; call post_adapt directly to keep the output readable.
+        policy.update = lambda strategy, **kw: policy.post_adapt(strategy, strategy.experience)
         plugin = ReplayPlugin(mem_size=size, batch_size_mem=int(s.mem_batch_size or t.batch_size),
                               storage_policy=policy)
-        return Naive(plugins=[plugin], **common)
+        common["plugins"].append(plugin)
+        return Naive(**common)
     raise ConfigError(f"No Avalanche counterpart for strategy '{name}'; choose among {', '.join(STRATEGIES)}.")
 
 
@@ -187,7 +218,7 @@ def seed_all(seed: int) -> None:
 
 def run_avalanche(name: str, stream, net, cfg, device: str = "cpu", shuffle_seed: int = 0,
                   reset_optimizer: bool = False):
-    """(R, b, wall seconds) of Avalanche's strategy on ``stream.benchmark``, starting from ``net``."""
+    """(R, b, wall seconds, divergence message or None) of Avalanche's strategy on ``stream.benchmark``."""
     bm = stream.benchmark
     T = stream.n_experiences
     model = _avalanche_model(net, stream.heads is not None)
@@ -197,10 +228,14 @@ def run_avalanche(name: str, stream, net, cfg, device: str = "cpu", shuffle_seed
     R = np.full((T, T), np.nan)
     t0 = time.perf_counter()
     b = _row(strategy.eval(bm.test_stream), T)
-    for i, exp in enumerate(bm.train_stream):
-        strategy.train(exp, **train_kwargs)
-        R[i] = _row(strategy.eval(bm.test_stream), T)
-    return R, b, time.perf_counter() - t0
+    diverged = None
+    try:
+        for i, exp in enumerate(bm.train_stream):
+            strategy.train(exp, **train_kwargs)
+            R[i] = _row(strategy.eval(bm.test_stream), T)
+    except Diverged as e:
+        diverged = str(e)
+    return R, b, time.perf_counter() - t0, diverged
 
 
 # ----------------------------------------------------------------------------------------------
@@ -209,7 +244,7 @@ def run_avalanche(name: str, stream, net, cfg, device: str = "cpu", shuffle_seed
 
 @dataclass
 class Pair:
-    """One strategy, one seed, both sides."""
+    """One strategy, one seed, both sides. A side that diverged has ``*_diverged`` set and no ACC/BWT."""
 
     strategy: str
     seed: int
@@ -219,21 +254,34 @@ class Pair:
     avl_b: np.ndarray
     ours_seconds: float
     avl_seconds: float
+    ours_diverged: str | None = None
+    avl_diverged: str | None = None
     avl_repeats: list[dict] = field(default_factory=list)  # extra Avalanche runs (other shuffle seeds)
-
-    @staticmethod
-    def _summary(R, b):
-        from neumeta_cl.metrics import average_accuracy, backward_transfer, forward_transfer
-
-        return {"acc": 100 * average_accuracy(R), "bwt": 100 * backward_transfer(R), "fwt": 100 * forward_transfer(R, b)}
 
     @property
     def ours(self):
-        return self._summary(self.ours_R, self.ours_b)
+        return summary(self.ours_R, self.ours_b, self.ours_diverged)
 
     @property
     def avl(self):
-        return self._summary(self.avl_R, self.avl_b)
+        return summary(self.avl_R, self.avl_b, self.avl_diverged)
+
+    @property
+    def complete(self) -> bool:
+        return self.ours_diverged is None and self.avl_diverged is None
+
+
+def summary(R, b, diverged=None) -> dict:
+    """ACC, BWT, FWT in accuracy points; None for a run that diverged (its R has NaN rows)."""
+    from neumeta_cl.metrics import average_accuracy, backward_transfer, forward_transfer
+
+    if diverged is not None:
+        return {"acc": None, "bwt": None, "fwt": None}
+    return {"acc": 100 * average_accuracy(R), "bwt": 100 * backward_transfer(R), "fwt": 100 * forward_transfer(R, b)}
+
+
+def _fmt(x, spec=".2f", missing="diverged"):
+    return missing if x is None else format(x, spec)
 
 
 def compare(benchmark: str = DEFAULT_BENCHMARK, strategies=STRATEGIES, seeds=(0,), epochs: int | None = None,
@@ -246,102 +294,142 @@ def compare(benchmark: str = DEFAULT_BENCHMARK, strategies=STRATEGIES, seeds=(0,
     warnings.filterwarnings("ignore", module="avalanche")
     warnings.filterwarnings("ignore", category=UserWarning)
     pairs: list[Pair] = []
-    cfg = None
+    configs = {}
     with tempfile.TemporaryDirectory(prefix="compare_avalanche-") as tmp:
         for seed in seeds:
             for name in strategies:
                 cfg = load(config_overrides(benchmark, name, seed, epochs, ewc_lambda, extra or [], device, tmp))
+                configs[name] = cfg
                 stream = build_stream_from(cfg)  # memoised: run_continual gets this same object
-                ours_R, ours_b, ours_s, init = run_ours(cfg)
+                ours_R, ours_b, ours_s, init, ours_div = run_ours(cfg)
                 assert stream is build_stream_from(cfg), "the stream memo was evicted; Avalanche would see another stream"
-                avl_R, avl_b, avl_s = run_avalanche(name, stream, copy.deepcopy(init), cfg, device, seed, reset_optimizer)
-                pair = Pair(name, seed, ours_R, ours_b, avl_R, avl_b, ours_s, avl_s)
-                for r in range(1, avalanche_repeats):  # same stream and init, other mini-batch order
-                    R, b, s = run_avalanche(name, stream, copy.deepcopy(init), cfg, device, seed + 7919 * r, reset_optimizer)
-                    pair.avl_repeats.append({"shuffle_seed": seed + 7919 * r, **Pair._summary(R, b), "seconds": s})
+                avl_R, avl_b, avl_s, avl_div = run_avalanche(name, stream, copy.deepcopy(init), cfg, device, seed,
+                                                             reset_optimizer)
+                pair = Pair(name, seed, ours_R, ours_b, avl_R, avl_b, ours_s, avl_s, ours_div, avl_div)
+                for r in range(1, avalanche_repeats):  # same stream and init, another mini-batch order
+                    R, b, sec, div = run_avalanche(name, stream, copy.deepcopy(init), cfg, device, seed + 7919 * r,
+                                                   reset_optimizer)
+                    pair.avl_repeats.append({"shuffle_seed": seed + 7919 * r, **summary(R, b, div), "seconds": sec,
+                                             "diverged": div})
                 pairs.append(pair)
-                log(f"  {name:7s} seed {seed}: ours ACC {pair.ours['acc']:6.2f} ({ours_s:5.1f} s) | "
-                    f"Avalanche ACC {pair.avl['acc']:6.2f} ({avl_s:5.1f} s)"
-                    + "".join(f" | Avalanche shuffle {x['shuffle_seed']} ACC {x['acc']:6.2f}" for x in pair.avl_repeats))
-    return summarise(pairs, cfg, benchmark, seeds, reset_optimizer)
+                log(f"  {name:7s} seed {seed}: ours ACC {_fmt(pair.ours['acc'], '6.2f')} ({ours_s:5.1f} s) | "
+                    f"Avalanche ACC {_fmt(pair.avl['acc'], '6.2f')} ({avl_s:5.1f} s)"
+                    + "".join(f" | Avalanche shuffle {x['shuffle_seed']} ACC {_fmt(x['acc'], '6.2f')}"
+                              for x in pair.avl_repeats))
+                for side, msg in (("ours", ours_div), ("Avalanche", avl_div)):
+                    if msg:
+                        log(f"    {side} diverged: {msg}")
+    return summarise(pairs, configs, benchmark, seeds, reset_optimizer)
 
 
 def _mean(xs):
-    return float(np.mean(xs))
+    return float(np.mean(xs)) if len(xs) else None
 
 
 def _std(xs):
     return float(np.std(xs, ddof=1)) if len(xs) > 1 else None
 
 
-def summarise(pairs: list[Pair], cfg, benchmark, seeds, reset_optimizer) -> dict:
+TARGET_POINTS = 2.0  # the two implementations must agree within this many accuracy points
+
+
+def summarise(pairs: list[Pair], configs: dict, benchmark, seeds, reset_optimizer) -> dict:
+    from neumeta_cl.config import to_dict
+
     per = {}
     for name in dict.fromkeys(p.strategy for p in pairs):
         ps = [p for p in pairs if p.strategy == name]
-        diffs = [p.ours["acc"] - p.avl["acc"] for p in ps]
+        ok = [p for p in ps if p.complete]  # means and differences over seeds where both sides finished
+        diffs = [p.ours["acc"] - p.avl["acc"] for p in ok]
         entry = {
-            "ours_acc": _mean([p.ours["acc"] for p in ps]), "avalanche_acc": _mean([p.avl["acc"] for p in ps]),
+            "ours_acc": _mean([p.ours["acc"] for p in ok]), "avalanche_acc": _mean([p.avl["acc"] for p in ok]),
             "acc_diff": _mean(diffs), "acc_diff_std": _std(diffs),
-            "ours_bwt": _mean([p.ours["bwt"] for p in ps]), "avalanche_bwt": _mean([p.avl["bwt"] for p in ps]),
-            "bwt_diff": _mean([p.ours["bwt"] - p.avl["bwt"] for p in ps]),
+            "ours_bwt": _mean([p.ours["bwt"] for p in ok]), "avalanche_bwt": _mean([p.avl["bwt"] for p in ok]),
+            "bwt_diff": _mean([p.ours["bwt"] - p.avl["bwt"] for p in ok]),
+            "n_compared": len(ok),
+            "diverged": [{"seed": p.seed, "side": side, "message": msg} for p in ps
+                         for side, msg in (("ours", p.ours_diverged), ("avalanche", p.avl_diverged)) if msg],
             "ours_seconds": sum(p.ours_seconds for p in ps), "avalanche_seconds": sum(p.avl_seconds for p in ps),
-            "b_max_abs_diff": float(max(np.abs(p.ours_b - p.avl_b).max() for p in ps)) * 100,
+            "b_max_abs_diff": 100 * float(max(np.abs(p.ours_b - p.avl_b).max() for p in ps)),
+            "strategy_config": to_dict(configs[name].strategy),
             "per_seed": [
                 {"seed": p.seed, "ours_acc": p.ours["acc"], "avalanche_acc": p.avl["acc"],
                  "ours_bwt": p.ours["bwt"], "avalanche_bwt": p.avl["bwt"],
                  "ours_fwt": p.ours["fwt"], "avalanche_fwt": p.avl["fwt"],
                  "ours_seconds": p.ours_seconds, "avalanche_seconds": p.avl_seconds,
                  "ours_R": np.round(100 * p.ours_R, 2).tolist(), "avalanche_R": np.round(100 * p.avl_R, 2).tolist(),
+                 "b": np.round(100 * p.ours_b, 2).tolist(),
                  **({"avalanche_repeats": p.avl_repeats} if p.avl_repeats else {})}
                 for p in ps
             ],
         }
-        reps = [x["acc"] for p in ps for x in p.avl_repeats]
-        if reps:  # shuffle-only noise of Avalanche's ACC around the same stream and init
-            spread = [p.avl["acc"] - x["acc"] for p in ps for x in p.avl_repeats]
-            entry["avalanche_shuffle_acc_absdiff_mean"] = _mean(np.abs(spread))
+        spread = [p.avl["acc"] - x["acc"] for p in ps for x in p.avl_repeats
+                  if p.avl["acc"] is not None and x["acc"] is not None]
+        if spread:  # Avalanche against itself: same stream and init, only the mini-batch order differs
+            entry["avalanche_vs_avalanche_abs_acc_diff_mean"] = _mean(np.abs(spread))
         per[name] = entry
-    t, s = cfg.train, cfg.strategy
+    done = [e for e in per.values() if e["acc_diff"] is not None]
+    one_sided = [d for e in per.values() for d in e["diverged"]
+                 if not any(x["seed"] == d["seed"] and x["side"] != d["side"] for x in e["diverged"])]
+    max_diff = max((abs(e["acc_diff"]) for e in done), default=None)
+    cfg = next(iter(configs.values()))
+    t = cfg.train
     return {
         "benchmark": benchmark, "scenario": cfg.benchmark.scenario, "n_experiences": cfg.benchmark.n_experiences,
-        "model": {"name": cfg.model.name, **({"widths": list(cfg.model.widths)} if "widths" in cfg.model else {})},
-        "seeds": list(seeds), "epochs": t.epochs, "batch_size": t.batch_size, "optimizer": t.optimizer, "lr": t.lr,
-        "momentum": t.momentum, "avalanche_reset_optimizer": reset_optimizer,
+        "model": to_dict(cfg.model), "seeds": list(seeds), "epochs": t.epochs, "batch_size": t.batch_size,
+        "optimizer": t.optimizer, "lr": t.lr, "momentum": t.momentum, "avalanche_reset_optimizer": reset_optimizer,
         "units": "accuracy points (x100); BWT averaged over T-1 (GEM paper)",
-        "max_acc_diff": max(abs(e["acc_diff"]) for e in per.values()),
-        "max_acc_diff_any_seed": max(abs(x["ours_acc"] - x["avalanche_acc"]) for e in per.values() for x in e["per_seed"]),
+        "max_acc_diff": max_diff,
+        "max_acc_diff_any_seed": max((abs(x["ours_acc"] - x["avalanche_acc"]) for e in per.values()
+                                      for x in e["per_seed"] if x["ours_acc"] is not None
+                                      and x["avalanche_acc"] is not None), default=None),
         "max_b_diff": max(e["b_max_abs_diff"] for e in per.values()),
+        "target_points": TARGET_POINTS,
+        "within_target": max_diff is not None and max_diff <= TARGET_POINTS and not one_sided,
+        "one_sided_divergences": one_sided,
         "ours_seconds": sum(e["ours_seconds"] for e in per.values()),
         "avalanche_seconds": sum(e["avalanche_seconds"] for e in per.values()),
         "strategies": per,
-        **({"ewc_lambda": s.ewc_lambda} if "ewc_lambda" in s else {}),
     }
 
 
 def format_table(res: dict) -> str:
     n = len(res["seeds"])
-    head = ["strategy", "ours ACC", "Avalanche ACC", "diff (points)", "ours BWT", "Avalanche BWT", "ours s", "Avalanche s"]
-    rows = []
+    head = ["strategy", "ours ACC", "Avalanche ACC", "diff (points)", "ours BWT", "Avalanche BWT", "ours s",
+            "Avalanche s"]
+    rows, notes = [], []
     for name, e in res["strategies"].items():
-        diff = f"{e['acc_diff']:+.2f}" + (f" ± {e['acc_diff_std']:.2f}" if e["acc_diff_std"] is not None else "")
-        rows.append([name, f"{e['ours_acc']:.2f}", f"{e['avalanche_acc']:.2f}", diff, f"{e['ours_bwt']:.2f}",
-                     f"{e['avalanche_bwt']:.2f}", f"{e['ours_seconds']:.1f}", f"{e['avalanche_seconds']:.1f}"])
+        diff = _fmt(e["acc_diff"], "+.2f", "n/a") + (f" ± {e['acc_diff_std']:.2f}" if e["acc_diff_std"] is not None else "")
+        rows.append([name, _fmt(e["ours_acc"], missing="n/a"), _fmt(e["avalanche_acc"], missing="n/a"), diff,
+                     _fmt(e["ours_bwt"], missing="n/a"), _fmt(e["avalanche_bwt"], missing="n/a"),
+                     f"{e['ours_seconds']:.1f}", f"{e['avalanche_seconds']:.1f}"])
+        for d in e["diverged"]:
+            notes.append(f"  {name} seed {d['seed']}: {d['side']} diverged ({d['message']}); seed left out of the means")
+        if "avalanche_vs_avalanche_abs_acc_diff_mean" in e:
+            notes.append(f"  {name}: Avalanche vs Avalanche (other mini-batch order only) differs by "
+                         f"{e['avalanche_vs_avalanche_abs_acc_diff_mean']:.2f} ACC points on average")
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
     line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
+    model = res["model"]
+    arch = f"{model['name']} {'x'.join(map(str, model['widths']))}" if "widths" in model else model["name"]
+    verdict = (f"max |ACC diff| {_fmt(res['max_acc_diff'], missing='n/a')} points "
+               f"(largest single seed: {_fmt(res['max_acc_diff_any_seed'], missing='n/a')}); target <= "
+               f"{res['target_points']:g}: {'MET' if res['within_target'] else 'NOT MET'}")
     out = [
-        f"{res['benchmark']} ({res['scenario']}-incremental, {res['n_experiences']} experiences), "
-        f"{res['model']}, {res['epochs']} epoch(s)/experience, batch {res['batch_size']}, "
-        f"{res['optimizer']} lr {res['lr']} momentum {res['momentum']}, seeds {res['seeds']}",
-        f"ACC/BWT in accuracy points{', mean over seeds (diff: mean ± std over seeds)' if n > 1 else ''}; "
-        f"seconds summed over seeds.",
+        f"{res['benchmark']} ({res['scenario']}-incremental, {res['n_experiences']} experiences), {arch}, "
+        f"{res['epochs']} epoch(s)/experience, batch {res['batch_size']}, {res['optimizer']} lr {res['lr']} "
+        f"momentum {res['momentum']}, seeds {' '.join(map(str, res['seeds']))}",
+        "ACC/BWT in accuracy points" + (", mean over seeds; diff: mean ± std over seeds" if n > 1 else "")
+        + "; seconds: wall, summed over seeds.",
         line(head), "|-" + "-|-".join("-" * w for w in widths) + "-|", *(line(r) for r in rows),
         f"wall seconds: ours {res['ours_seconds']:.1f}, Avalanche {res['avalanche_seconds']:.1f} "
-        f"(ratio {res['avalanche_seconds'] / max(res['ours_seconds'], 1e-9):.1f}x)",
-        f"max |ACC diff| {res['max_acc_diff']:.2f} points (any single seed: {res['max_acc_diff_any_seed']:.2f}); "
-        f"b (untrained) agrees to {res['max_b_diff']:.2g} points "
-        f"({'identical init and test data' if res['max_b_diff'] == 0 else 'NOT identical: check the init copy'})",
+        f"(Avalanche/ours {res['avalanche_seconds'] / max(res['ours_seconds'], 1e-9):.1f}x)",
+        verdict,
+        f"b (accuracy before training) differs by at most {res['max_b_diff']:.2g} points: "
+        + ("identical initial weights and test data." if res["max_b_diff"] == 0
+           else "NOT identical, so the initial-weight copy or the test data differ."),
     ]
-    return "\n".join(out)
+    return "\n".join(out + (["notes:", *notes] if notes else []))
 
 
 def parse_args(argv=None) -> argparse.Namespace:
