@@ -112,6 +112,7 @@ def validate(cfg: DictConfig) -> None:
         _positive(cfg.train.threads, "train.threads")
     _positive(cfg.metrics.lca_beta, "metrics.lca_beta", allow_zero=True)
     _positive(cfg.metrics.curve_every_n_steps, "metrics.curve_every_n_steps", allow_zero=True)
+    _positive(cfg.metrics.stability_every_n_steps, "metrics.stability_every_n_steps", allow_zero=True)
     sizes = cfg.model.get("widths") or cfg.model.get("channels") or []
     for i, w in enumerate(sizes):
         _positive(w, f"model.{'widths' if 'widths' in cfg.model else 'channels'}[{i}]")

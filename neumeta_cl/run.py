@@ -85,6 +85,7 @@ def run_continual(cfg: DictConfig, extra_hooks: list[ExperienceHook] | None = No
     runner = ContinualRunner(
         stream, module, epochs=t.epochs, batch_size=t.batch_size, seed=cfg.seed, eval_batch_size=t.eval_batch_size,
         hooks=hooks, lca_beta=cfg.metrics.lca_beta, curve_every_n_steps=cfg.metrics.curve_every_n_steps,
+        stability_every_n_steps=cfg.metrics.stability_every_n_steps,
         log_fn=None if logger is None else (lambda metrics, step: wandb_run.log_metrics(logger, metrics, step)),
         log_every_n_steps=cfg.metrics.log_every_n_steps,
         trainer_kwargs={"accelerator": t.accelerator, "devices": 1, "deterministic": t.deterministic,

@@ -106,3 +106,14 @@ def test_nan_loss_stops_the_run_and_keeps_finished_experiences(fast_overrides):
     assert data["status"] == "failed" and "nan" in data["reason"]
     assert len(data["R"]) == 2 and len(data["experiences"]) == 2
     assert data["metrics"]["experiences_done"] == 2
+
+
+def test_stability_probe_sees_the_dip_that_R_hides(fast_overrides):
+    """Naive fine-tuning on class-incremental digits: earlier experiences fall to ~0 mid-training."""
+    out = run_continual(load(fast_overrides + ["metrics.stability_every_n_steps=3"])).outcome
+    first, later = out.experiences[0], out.experiences[1]
+    assert first["stability"] is None  # nothing earlier to watch
+    s = later["stability"]
+    assert s["steps"][0] == 0 and s["steps"][1] == 3
+    assert s["mean_before"] == pytest.approx(out.R[0, 0])  # step 0 = the end of the previous experience
+    assert s["mean_min"] <= out.R[1, 0] + 1e-9 and s["gap"] > 0.5

@@ -16,6 +16,10 @@ class ExperienceHook:
     def on_experience_start(self, runner, index: int) -> None:
         pass
 
+    def trainer_callbacks(self, runner, index: int) -> list:
+        """Lightning callbacks to add to this experience's ``Trainer`` (e.g. probes during training)."""
+        return []
+
     def on_experience_end(self, runner, index: int) -> None:
         pass
 

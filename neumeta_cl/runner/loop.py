@@ -18,7 +18,7 @@ from neumeta_cl.data import ExperienceDataModule, TensorStream
 from neumeta_cl.metrics import learning_curve_area, steps_to_fraction
 from neumeta_cl.runner.evaluation import accuracy_row
 from neumeta_cl.runner.hooks import ExperienceHook
-from neumeta_cl.runner.probes import LearningCurve, StepCounter
+from neumeta_cl.runner.probes import LearningCurve, StabilityProbe, StepCounter
 from neumeta_cl.strategies import ContinualModule
 
 
@@ -85,6 +85,7 @@ class ContinualRunner:
         trainer_kwargs: dict | None = None,
         lca_beta: int = 10,
         curve_every_n_steps: int = 10,
+        stability_every_n_steps: int = 0,
         log_fn=None,
         log_every_n_steps: int = 1,
     ):
@@ -93,6 +94,7 @@ class ContinualRunner:
         self.hooks = list(hooks or [])
         self.trainer_kwargs = dict(trainer_kwargs or {})
         self.lca_beta, self.curve_every_n_steps = lca_beta, curve_every_n_steps
+        self.stability_every_n_steps = stability_every_n_steps
         self.log_fn = log_fn
         self.steps = StepCounter(log_fn, log_every_n_steps)
         self.device = pick_device(self.trainer_kwargs.get("accelerator", "auto"))
@@ -145,8 +147,16 @@ class ContinualRunner:
 
         curve = LearningCurve(self.stream.test[i], self.lca_beta, self.curve_every_n_steps, self.eval_batch_size)
         data = ExperienceDataModule(train, self.batch_size, seed=self.seed + 1000 * i)
-        probing = self.lca_beta > 0 or self.curve_every_n_steps > 0  # both 0: the probe is off
-        trainer = self._trainer([self.steps, curve] if probing else [self.steps])
+        callbacks: list[pl.Callback] = [self.steps]
+        if self.lca_beta > 0 or self.curve_every_n_steps > 0:  # both 0: the probe is off
+            callbacks.append(curve)
+        stability = None
+        if self.stability_every_n_steps and i > 0:
+            stability = StabilityProbe(self.stream.test[:i], self.stability_every_n_steps, self.eval_batch_size)
+            callbacks.append(stability)
+        for hook in self.hooks:
+            callbacks.extend(hook.trainer_callbacks(self, i))
+        trainer = self._trainer(callbacks)
         t0 = time.perf_counter()
         trainer.fit(self.module, datamodule=data)
         fit_seconds = time.perf_counter() - t0
@@ -158,7 +168,8 @@ class ContinualRunner:
         self.module.after_experience(train)
 
         steps = int(trainer.global_step)
-        train_seconds = fit_seconds - curve.probe_seconds
+        probe_seconds = curve.probe_seconds + (stability.probe_seconds if stability else 0.0)
+        train_seconds = fit_seconds - probe_seconds
         # The curve's last point is the end of training, at the accuracy that R records.
         curve_steps, curve_accs, curve_secs = curve.steps + [steps], curve.accs + [row[i]], curve.seconds + [train_seconds]
         hit = steps_to_fraction(curve_steps, curve_accs, row[i], 0.95)
@@ -168,7 +179,7 @@ class ContinualRunner:
             "steps": steps,
             "global_step": self.steps.step,
             "train_seconds": train_seconds,
-            "probe_seconds": curve.probe_seconds,
+            "probe_seconds": probe_seconds,
             "eval_seconds": eval_seconds,
             "accuracy": row,
             "lca": learning_curve_area(curve.z, self.lca_beta) if curve.z else None,
@@ -176,6 +187,7 @@ class ContinualRunner:
             "steps_to_95": hit,
             "seconds_to_95": None if hit is None else curve_secs[curve_steps.index(hit)],
             "curve": {"steps": curve_steps, "accuracy": curve_accs, "seconds": curve_secs},
+            "stability": stability.summary() if stability else None,
         })
         for hook in self.hooks:
             hook.on_experience_end(self, i)

@@ -66,3 +66,37 @@ class LearningCurve(pl.Callback):
         step = trainer.global_step
         if step <= self.beta or (self.every_n_steps and step % self.every_n_steps == 0):
             self._record(pl_module, step)
+
+
+class StabilityProbe(pl.Callback):
+    """Accuracy on the earlier experiences every ``every_n_steps`` while a new one trains.
+
+    The stability gap (De Lange et al., ICLR 2023) is the drop from their accuracy before
+    training to the lowest point of this curve; it is invisible in R, which only sees the end.
+    """
+
+    def __init__(self, earlier: list[TensorExperience], every_n_steps: int, eval_batch_size: int = 1024):
+        self.earlier, self.every_n_steps, self.eval_batch_size = earlier, every_n_steps, eval_batch_size
+        self.steps: list[int] = []
+        self.accs: list[list[float]] = []  # one row per evaluation, one column per earlier experience
+        self.probe_seconds = 0.0
+
+    def _record(self, pl_module, step: int) -> None:
+        t = time.perf_counter()
+        self.steps.append(step)
+        self.accs.append([accuracy(pl_module.net, e, self.eval_batch_size, pl_module.device) for e in self.earlier])
+        self.probe_seconds += time.perf_counter() - t
+
+    def on_train_start(self, trainer, pl_module):
+        self._record(pl_module, 0)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step % self.every_n_steps == 0:
+            self._record(pl_module, trainer.global_step)
+
+    def summary(self) -> dict:
+        """Mean accuracy over the earlier experiences: before, lowest, and the gap between them."""
+        means = [sum(row) / len(row) for row in self.accs]
+        low = min(range(len(means)), key=means.__getitem__)
+        return {"steps": self.steps, "acc_earlier": self.accs, "mean_before": means[0], "mean_min": means[low],
+                "min_step": self.steps[low], "gap": means[0] - means[low]}

@@ -31,6 +31,9 @@ class Piece:
     def after_backward(self, module: "ContinualModule") -> None:
         """Gradients are in ``p.grad`` and the optimizer has not stepped: mask or project them here."""
 
+    def after_step(self, module: "ContinualModule") -> None:
+        """The optimizer has stepped: restore frozen values, clip weights, update running statistics."""
+
     def after_experience(self, module: "ContinualModule", experience: TensorExperience) -> None:
         pass
 
@@ -113,6 +116,8 @@ class ContinualModule(pl.LightningModule):
         for piece in self.pieces:
             piece.after_backward(self)
         opt.step()
+        for piece in self.pieces:
+            piece.after_step(self)
         if self._show_loss:
             self.log("loss", loss, prog_bar=True, logger=False)
         return loss.detach()

@@ -22,6 +22,8 @@ def run_metrics(R: np.ndarray, b: np.ndarray, experiences: list[dict]) -> dict:
     for key in ("lca", "steps_to_95", "seconds_to_95"):
         values = [e[key] for e in experiences if e[key] is not None]
         metrics[key] = float(np.mean(values)) if values else None
+    gaps = [e["stability"]["gap"] for e in experiences if e.get("stability")]
+    metrics["stability_gap"] = float(np.mean(gaps)) if gaps else None
     metrics["train_seconds"] = float(sum(e["train_seconds"] for e in experiences))
     metrics["experiences_done"] = t
     return metrics
@@ -76,6 +78,9 @@ class WandbRecorder(ExperienceHook):
         for key in ("lca", "steps_to_95", "seconds_to_95", "train_seconds"):
             if e[key] is not None:
                 metrics[f"experience/{key}"] = float(e[key])
+        if e.get("stability"):
+            metrics["experience/stability_gap"] = float(e["stability"]["gap"])
+            metrics["experience/acc_earlier_min"] = float(e["stability"]["mean_min"])
         wandb_run.log_metrics(self.logger, metrics, runner.steps.step)
         wandb_run.log_accuracy_matrix(self.logger, o.R[: index + 1], runner.steps.step)
 
