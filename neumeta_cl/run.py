@@ -48,6 +48,17 @@ def build_stream_from(cfg: DictConfig):
     )
 
 
+def morph_hooks(cfg: DictConfig) -> list[ExperienceHook]:
+    """The morph schedule from ``cfg.morph`` as experience hooks (none when the schedule is empty)."""
+    morph = cfg.get("morph")
+    if not morph or not morph.schedule:
+        return []
+    from neumeta_cl.callbacks import MorphCallback, MorphStep
+
+    steps = [MorphStep.from_config(to_dict(entry)) for entry in morph.schedule]
+    return [MorphCallback(steps, morph.every_n_steps, cfg.train.eval_batch_size)]
+
+
 def run_continual(cfg: DictConfig, extra_hooks: list[ExperienceHook] | None = None) -> RunResult:
     """Train ``cfg.strategy`` on ``cfg.benchmark``; returns once results.json and the W&B run are closed.
 
@@ -80,7 +91,8 @@ def run_continual(cfg: DictConfig, extra_hooks: list[ExperienceHook] | None = No
                   "parameters": sum(p.numel() for p in net.parameters())},
         "wandb_dir": wandb_dir,
     }
-    hooks = [*(extra_hooks or []), ResultsRecorder(run_dir / "results.json", header), WandbRecorder(logger)]
+    morphs = morph_hooks(cfg)
+    hooks = [*(extra_hooks or []), *morphs, ResultsRecorder(run_dir / "results.json", header), WandbRecorder(logger)]
     module._show_loss = show_progress(t.progress_bar)
     runner = ContinualRunner(
         stream, module, epochs=t.epochs, batch_size=t.batch_size, seed=cfg.seed, eval_batch_size=t.eval_batch_size,

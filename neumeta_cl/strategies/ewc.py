@@ -67,6 +67,10 @@ class EWCPenalty(Piece):
             return 0.0
         return self.ewc_lambda * ewc_penalty(module.net, self.anchors)
 
+    def remap(self, param_map) -> None:
+        """Follow a morph: copied units keep their (rescaled) importance, new units start free."""
+        self.anchors = [(param_map.remap_importance(f), param_map.remap_anchor(s)) for f, s in self.anchors]
+
     def after_experience(self, module, experience: TensorExperience) -> None:
         device = module.device
         fisher = diagonal_fisher(
