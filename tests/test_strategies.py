@@ -86,6 +86,21 @@ def test_class_balanced_buffer_shrinks_old_classes_as_new_ones_arrive():
     assert len(buf) == 20 and torch.bincount(buf.y).tolist() == [5, 5, 5, 5]
 
 
+def test_class_balanced_buffer_samples_a_returning_class_across_experiences():
+    # Domain-incremental: class 0 appears in every experience; the buffer must not keep only the last.
+    counts = torch.zeros(3)
+    for seed in range(20):
+        buf = ReplayBuffer(30, "class_balanced", seed=seed)
+        for i in range(3):
+            e = _exp(i, n=100, classes=(0,), seed=i)
+            e.x = torch.full_like(e.x, float(i))  # mark each experience's samples
+            buf.update(e)
+        assert len(buf) == 30
+        counts += torch.bincount(buf.x[:, 0, 0].long(), minlength=3)
+    shares = counts / counts.sum()
+    assert torch.all((shares - 1 / 3).abs() < 0.05), shares
+
+
 def test_reservoir_buffer_is_a_uniform_sample_of_the_stream():
     counts = torch.zeros(2)
     for seed in range(40):

@@ -88,7 +88,7 @@ class EWCPenalty(Piece):
 
 
 class EWC(ContinualModule):
-    def __init__(self, net, optim: OptimConfig, *, batch_size: int = 128, seed: int = 0, ewc_lambda: float = 1000.0,
+    def __init__(self, net, optim: OptimConfig, *, batch_size: int = 128, seed: int = 0, ewc_lambda: float = 100.0,
                  mode: str = "separate", decay: float = 1.0, fisher_batch_size: int | None = None):
         piece = EWCPenalty(ewc_lambda, mode, decay, fisher_batch_size or batch_size)
         super().__init__(net, optim, batch_size=batch_size, seed=seed, pieces=[piece])

@@ -2,7 +2,8 @@
 
 Policies:
 - ``class_balanced``: every class seen so far gets an equal share of the buffer, filled with a
-  random subset of that class (Avalanche's ``ClassBalancedBuffer``); shares shrink as classes arrive.
+  uniform random sample of that class over every experience it appeared in (Avalanche's
+  ``ClassBalancedBuffer``); shares shrink as classes arrive.
 - ``reservoir``: a uniform sample of every training sample seen so far (Vitter's reservoir,
   implemented as "keep the M largest random keys", which is the same distribution).
 """
@@ -34,7 +35,7 @@ class ReplayBuffer:
         self.generator = torch.Generator().manual_seed(seed)
         self.x = self.y = self.t = None
         self._keys = torch.empty(0)  # reservoir keys of the stored samples
-        self._per_class: dict[tuple[int, int], tuple] = {}  # (task, class) -> (x, y, t), random order
+        self._per_class: dict[tuple[int, int], tuple] = {}  # (task, class) -> (x, y, t, keys), keys descending
 
     def __len__(self) -> int:
         return 0 if self.y is None else len(self.y)
@@ -56,12 +57,17 @@ class ReplayBuffer:
         self.x, self.y, self.t, self._keys = x[keep], y[keep], t[keep], all_keys[keep]
 
     def _update_class_balanced(self, exp: TensorExperience) -> None:
+        # Each class keeps a reservoir (random keys, largest kept), so a class that returns in a
+        # later experience (domain-incremental streams) is a uniform sample of all its appearances.
         # Classes are keyed by (task, label) so task-incremental label reuse stays separate.
         for task in exp.t.unique().tolist():
             for label in exp.y[exp.t == task].unique().tolist():
                 rows = ((exp.t == task) & (exp.y == label)).nonzero().squeeze(1)
-                rows = rows[torch.randperm(len(rows), generator=self.generator)][: self.size]
-                self._per_class[(task, label)] = (exp.x[rows], exp.y[rows], exp.t[rows])
+                new = (exp.x[rows], exp.y[rows], exp.t[rows], torch.rand(len(rows), generator=self.generator))
+                old = self._per_class.get((task, label))
+                x, y, t, keys = new if old is None else tuple(torch.cat([o, n]) for o, n in zip(old, new))
+                order = keys.argsort(descending=True)[: self.size]
+                self._per_class[(task, label)] = (x[order], y[order], t[order], keys[order])
         quota = balanced_quota(self.size, list(self._per_class))
         self._per_class = {k: tuple(a[: quota[k]] for a in v) for k, v in self._per_class.items()}
         parts = list(self._per_class.values())

@@ -1,0 +1,159 @@
+"""Structured pruning of hidden units/channels with torch-pruning's DependencyGraph.
+
+The graph couples each hidden layer's outputs with its BatchNorm and with every layer that reads
+them (the next block, or all task heads after global pooling), so removing unit u removes
+exactly those slices. Roots are only the hidden layers' outputs: input channels and class
+outputs are never pruned.
+
+Scores per unit (lower = pruned first):
+  l1 / l2  torch-pruning GroupMagnitudeImportance(p=1 / 2): the norm of every weight of the unit
+           across the coupled layers, divided by the layer's mean score (torch-pruning's default
+           normaliser, which makes global ranking across layers of different fan-in fair).
+  taylor   GroupTaylorImportance (Molchanov et al. 2019): |w * dL/dw| summed, same normaliser;
+           gradients of the mean cross-entropy on ``data``.
+  fisher   Fisher pruning (Theis et al. 2018): removing u = setting a mask m_u on its activation
+           a_u to 0; the loss increase is estimated by 1/2 mean_n (dL_n/dm_u)^2 with
+           dL_n/dm_u = sum over positions of a_nu * dL_n/da_nu. Already in loss units, so not
+           normalised.
+  random   torch-pruning RandomImportance, seeded.
+``layer`` set: prune round(ratio * width) units of that layer. ``layer=None``: prune
+round(ratio * all hidden units) with the lowest scores over all layers (global).
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+
+import torch
+import torch.nn.functional as F
+import torch_pruning as tp
+
+from neumeta_cl.morph.param_map import ParamMap
+from neumeta_cl.morph.report import MorphError, MorphResult, finish, mode, split_probe
+from neumeta_cl.morph.surgery import check_layer, check_net, head_linears, map_units
+
+CRITERIA = ("l1", "l2", "taylor", "fisher", "random")
+
+
+def _split_data(data):
+    x, y = data[0], data[1]
+    t = data[2] if len(data) > 2 and data[2] is not None else torch.zeros(len(x), dtype=torch.long, device=x.device)
+    return x, y, t
+
+
+def accuracy(net, data, batch_size: int = 1024) -> float:
+    x, y, t = _split_data(data)
+    correct = 0
+    with torch.no_grad(), mode(net, False):
+        for s in range(0, len(x), batch_size):
+            correct += int((net(x[s:s + batch_size], t[s:s + batch_size]).argmax(1) == y[s:s + batch_size]).sum())
+    return correct / max(len(x), 1)
+
+
+def _fisher_scores(net, layers, data, batch_size: int = 256) -> dict[int, torch.Tensor]:
+    x, y, t = _split_data(data)
+    acts, scores = {}, {i: 0.0 for i in layers}
+    hooks = [net.blocks[i].register_forward_hook(lambda m, inp, out, i=i: acts.__setitem__(i, out)) for i in layers]
+    try:
+        with torch.enable_grad(), mode(net, False):
+            for s in range(0, len(x), batch_size):
+                sl = slice(s, s + batch_size)
+                loss = F.cross_entropy(net(x[sl], t[sl]), y[sl], reduction="sum")  # sum: dL/da_n is sample n's own
+                grads = torch.autograd.grad(loss, [acts[i] for i in layers])
+                for i, g in zip(layers, grads):
+                    dm = (acts[i] * g).detach()
+                    dm = dm.flatten(2).sum(2) if dm.dim() > 2 else dm  # sum over spatial positions
+                    scores[i] = scores[i] + 0.5 * dm.pow(2).sum(0)
+    finally:
+        for h in hooks:
+            h.remove()
+    return {i: sc / len(x) for i, sc in scores.items()}
+
+
+def prune(net, ratio: float, layer: int | None = None, criterion: str = "l1", data=None,
+          example_inputs=None, seed: int = 0, probe=None) -> MorphResult:
+    t0 = time.perf_counter()
+    what = f"prune {ratio!r} of " + (f"layer {layer}" if layer is not None else "all hidden layers")
+    check_net(net, what)
+    if layer is not None:
+        check_layer(net, layer, what)
+    if criterion not in CRITERIA:
+        raise MorphError(f"{what}: unknown criterion '{criterion}'; valid criteria are: {', '.join(CRITERIA)}.")
+    if not isinstance(ratio, (int, float)) or not 0 < ratio < 1:
+        raise MorphError(f"{what}: ratio must lie strictly between 0 and 1, got {ratio!r}.")
+    if criterion in ("taylor", "fisher") and data is None:
+        raise MorphError(f"{what}: criterion '{criterion}' needs data=(x, y, t) to compute gradients.")
+    if probe is not None:
+        split_probe(net, probe)
+
+    layers = [layer] if layer is not None else list(range(net.depth))
+    widths = net.widths
+    new = copy.deepcopy(net)
+    was_training = new.training
+    p = next(new.parameters())
+    if example_inputs is None:
+        example_inputs = torch.zeros(1, *net.input_shape, device=p.device, dtype=p.dtype)
+    x_ex = example_inputs[0] if isinstance(example_inputs, (tuple, list)) else example_inputs
+
+    # Trace features once into every head, so pruning the last layer also trims heads the
+    # forward for one task would not touch.
+    heads = head_linears(new)
+    DG = tp.DependencyGraph().build_dependency(
+        new, example_inputs=x_ex, forward_fn=lambda m, x: [h(f) for f in [m.features(x)] for h in heads], verbose=False)
+    root_fn = lambda m: tp.prune_linear_out_channels if isinstance(m, torch.nn.Linear) else tp.prune_conv_out_channels
+    groups = {i: DG.get_pruning_group(new.blocks[i][0], root_fn(new.blocks[i][0]), list(range(widths[i]))) for i in layers}
+
+    if criterion == "fisher":
+        scores = _fisher_scores(new, layers, data)
+    else:
+        if criterion == "taylor":
+            x, y, t = _split_data(data)
+            new.zero_grad(set_to_none=True)
+            with torch.enable_grad(), mode(new, False):
+                for s in range(0, len(x), 256):  # gradient of the mean loss over all of data, in chunks
+                    sl = slice(s, s + 256)
+                    (F.cross_entropy(new(x[sl], t[sl]), y[sl], reduction="sum") / len(x)).backward()
+        imp = {"l1": tp.importance.GroupMagnitudeImportance(p=1), "l2": tp.importance.GroupMagnitudeImportance(p=2),
+               "taylor": tp.importance.GroupTaylorImportance(), "random": tp.importance.RandomImportance()}[criterion]
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)  # RandomImportance draws from the global RNG
+            scores = {i: imp(g).float().cpu() for i, g in groups.items()}
+        new.zero_grad(set_to_none=True)
+    scores = {i: s.detach().float().cpu() for i, s in scores.items()}
+
+    # Pick the units to drop: per layer, or the lowest scores over all layers.
+    if layer is not None:
+        k = round(ratio * widths[layer])
+        drop = {layer: torch.argsort(scores[layer])[:k]}
+    else:
+        flat = torch.cat([scores[i] for i in layers])
+        owner = torch.cat([torch.full((widths[i],), i) for i in layers])
+        unit = torch.cat([torch.arange(widths[i]) for i in layers])
+        k = round(ratio * len(flat))
+        lowest = torch.argsort(flat, stable=True)[:k]
+        drop = {i: unit[lowest[owner[lowest] == i]] for i in layers}
+    if k == 0:
+        raise MorphError(f"{what}: {ratio!r} of {sum(widths[i] for i in layers)} units rounds to no unit to prune.")
+    for i, d in drop.items():
+        if len(d) >= widths[i]:
+            raise MorphError(f"{what}: that would remove all {widths[i]} units of layer {i}; use a smaller ratio.")
+
+    pm = ParamMap.start(net)
+    for i, d in drop.items():
+        if len(d) == 0:
+            continue
+        DG.get_pruning_group(new.blocks[i][0], root_fn(new.blocks[i][0]), sorted(d.tolist())).prune()
+        gone = torch.zeros(widths[i], dtype=torch.bool)
+        gone[d] = True
+        map_units(pm, new, i, torch.arange(widths[i])[~gone])  # torch-pruning keeps survivors in order
+    new.train(was_training)
+    pm.seal(new)
+
+    detail = {"layer": layer, "ratio": ratio, "criterion": criterion, "widths_before": widths, "widths_after": new.widths,
+              "pruned": [len(drop.get(i, [])) for i in range(len(widths))]}
+    result = finish("prune", net, new, pm, detail, t0, probe, claims_preservation=False)
+    if data is not None:
+        result.report.detail["acc_before"] = accuracy(net, data)
+        result.report.detail["acc_after"] = accuracy(new, data)
+    return result

@@ -1,0 +1,141 @@
+"""What every morph operator returns, and the accounting that goes into it.
+
+An operator deep-copies the net, edits the copy, and hands both to ``finish`` which times the
+edit, counts parameters and FLOPs before/after, and measures how far the function moved on the
+probe batch. ``wall_ms`` is the edit alone (deep copy + surgery + ParamMap);
+``accounting_ms`` is the FLOP counting and probe forwards, reported separately so that neither
+hides the other.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+from torch.utils.flop_counter import FlopCounterMode
+
+from neumeta_cl.errors import UserError
+from neumeta_cl.morph.param_map import ParamMap
+from neumeta_cl.nets.heads import MultiHead
+
+
+class MorphError(UserError):
+    """An impossible morph request (bad layer, width that does not grow, ratio out of range, ...)."""
+
+
+@dataclass
+class MorphReport:
+    op: str
+    detail: dict
+    wall_ms: float
+    params_before: int
+    params_after: int
+    flops_before: int
+    flops_after: int
+    preservation_error: float | None  # max |f_before(x) - f_after(x)| on the probe, both nets in eval mode
+    claims_preservation: bool = False  # whether the operator promises preservation_error ~ 0 (eval mode)
+    # Same measurement with both nets in train mode (BatchNorm on batch statistics; running stats are
+    # restored afterwards). Only measured for nets with BatchNorm, where it differs from eval mode.
+    preservation_error_train: float | None = None
+    accounting_ms: float = 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class MorphResult:
+    net: nn.Module
+    report: MorphReport
+    param_map: ParamMap
+
+
+def count_params(net: nn.Module) -> int:
+    return sum(p.numel() for p in net.parameters())
+
+
+def _one_sample(net: nn.Module, input_shape, task: int | None):
+    p = next(net.parameters())
+    x = torch.zeros(1, *input_shape, device=p.device, dtype=p.dtype)
+    t = torch.full((1,), task or 0, dtype=torch.long, device=p.device)
+    return x, t
+
+
+@contextlib.contextmanager
+def mode(net: nn.Module, train: bool):
+    """Run ``net`` in train/eval mode without leaving a trace: mode and BN running stats restored."""
+    was = net.training
+    saved = {n: b.clone() for n, b in net.named_buffers()} if train else None
+    net.train(train)
+    try:
+        yield net
+    finally:
+        net.train(was)
+        if saved is not None:
+            with torch.no_grad():
+                for n, b in net.named_buffers():
+                    b.copy_(saved[n])
+
+
+def flops_per_sample(net: nn.Module, input_shape=None, task: int | None = None) -> int:
+    """FLOPs of a 1-sample forward in eval mode, as torch's FlopCounterMode counts them
+    (matmuls/convolutions, 2 per multiply-add; elementwise ops and BatchNorm are free)."""
+    input_shape = input_shape if input_shape is not None else net.input_shape
+    x, t = _one_sample(net, input_shape, task)
+    counter = FlopCounterMode(display=False)
+    with mode(net, False), torch.no_grad(), counter:
+        net(x, t)
+    return int(counter.get_total_flops())
+
+
+def split_probe(net: nn.Module, probe):
+    """probe -> (x, t); a multi-head net needs task labels to pick heads."""
+    if isinstance(probe, (tuple, list)):
+        x, t = probe[0], (probe[1] if len(probe) > 1 else None)
+    else:
+        x, t = probe, None
+    if t is None and isinstance(getattr(net, "head", None), MultiHead):
+        raise MorphError("A multi-head network needs its probe as (x, t) so each sample reaches its task head.")
+    return x, t
+
+
+def output_gap(before: nn.Module, after: nn.Module, probe, train: bool = False) -> float:
+    """max |f_before(x) - f_after(x)| over the probe; the after-net may have more outputs (new
+    classes, a bigger new head), so only the outputs the before-net had are compared."""
+    x, t = split_probe(before, probe)
+    with torch.no_grad(), mode(before, train), mode(after, train):
+        a, b = before(x, t), after(x, t)
+    b = b[:, : a.shape[1]]
+    both_inf = torch.isinf(a) & (a == b)  # multi-head padding (-inf) on both sides is not a change
+    gap = torch.where(both_inf, torch.zeros_like(a), (a - b).abs())
+    return float(gap.max()) if gap.numel() else 0.0
+
+
+def has_batchnorm(net: nn.Module) -> bool:
+    return any(isinstance(m, _BatchNorm) for m in net.modules())
+
+
+def finish(op: str, before: nn.Module, after: nn.Module, param_map: ParamMap, detail: dict, t0: float,
+           probe=None, claims_preservation: bool = False) -> MorphResult:
+    """Close a morph: stop the clock on the edit, then count and measure."""
+    wall_ms = (time.perf_counter() - t0) * 1e3
+    t1 = time.perf_counter()
+    input_shape = getattr(before, "input_shape", None)
+    if input_shape is None and probe is not None:
+        input_shape = tuple(split_probe(before, probe)[0].shape[1:])
+    report = MorphReport(
+        op=op, detail=detail, wall_ms=wall_ms,
+        params_before=count_params(before), params_after=count_params(after),
+        flops_before=flops_per_sample(before, input_shape), flops_after=flops_per_sample(after, input_shape),
+        preservation_error=None, claims_preservation=claims_preservation,
+    )
+    if probe is not None:
+        report.preservation_error = output_gap(before, after, probe, train=False)
+        if has_batchnorm(before) or has_batchnorm(after):
+            report.preservation_error_train = output_gap(before, after, probe, train=True)
+    report.accounting_ms = (time.perf_counter() - t1) * 1e3
+    return MorphResult(net=after, report=report, param_map=param_map)
