@@ -48,15 +48,15 @@ def build_stream_from(cfg: DictConfig):
     )
 
 
-def morph_hooks(cfg: DictConfig) -> list[ExperienceHook]:
-    """The morph schedule from ``cfg.morph`` as experience hooks (none when the schedule is empty)."""
-    morph = cfg.get("morph")
-    if not morph or not morph.schedule:
+def morph_hooks(cfg: DictConfig, module) -> list[ExperienceHook]:
+    """``cfg.morph.schedule`` and the strategy's own morph policy as one experience hook (or none)."""
+    morph = cfg.morph
+    if not morph.schedule and module.morph_policy is None:
         return []
     from neumeta_cl.callbacks import MorphCallback, MorphStep
 
     steps = [MorphStep.from_config(to_dict(entry)) for entry in morph.schedule]
-    return [MorphCallback(steps, morph.every_n_steps, cfg.train.eval_batch_size)]
+    return [MorphCallback(steps, morph.every_n_steps, cfg.train.eval_batch_size, policy=module.morph_policy)]
 
 
 def run_continual(cfg: DictConfig, extra_hooks: list[ExperienceHook] | None = None) -> RunResult:
@@ -91,7 +91,7 @@ def run_continual(cfg: DictConfig, extra_hooks: list[ExperienceHook] | None = No
                   "parameters": sum(p.numel() for p in net.parameters())},
         "wandb_dir": wandb_dir,
     }
-    morphs = morph_hooks(cfg)
+    morphs = morph_hooks(cfg, module)
     hooks = [*(extra_hooks or []), *morphs, ResultsRecorder(run_dir / "results.json", header), WandbRecorder(logger)]
     module._show_loss = show_progress(t.progress_bar)
     runner = ContinualRunner(

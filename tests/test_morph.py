@@ -1,5 +1,4 @@
 import json
-import math
 
 import pytest
 import torch
@@ -348,13 +347,24 @@ def test_set_activation_changes_function_and_reports_it():
 def test_replace_block_distills_the_old_block(kind, layer):
     net = make(kind, heads=(kind == "cnn"))
     x, t = probe_of(net, n=256)
-    width = net.widths[layer] // 2
+    width = net.widths[layer] * 3 // 4
     r = replace_block(net, layer, width, data_x=x, steps=150, lr=1e-2, probe=(x, t))
     d = r.report.detail
-    assert r.net.widths[layer] == width
-    assert d["distill_mse_end"] < 0.5 * d["distill_mse_start"] and d["distill_mse_end"] < 0.05 * d["target_var"]
-    assert r.report.preservation_error is not None
-    assert r.net(x, t).shape == net(x, t).shape
+    assert r.net.widths[layer] == width and d["kept"] == "trained"
+    # fewer units cannot reproduce a random block exactly, but distillation gets close on its data
+    assert d["distill_mse_end"] < 0.3 * d["distill_mse_start"] and d["distill_mse_end"] < 0.1 * d["target_var"]
+    assert r.report.preservation_error is not None and r.net(x, t).shape == net(x, t).shape
+    assert all(p.grad is None for p in r.net.parameters())
+
+
+@pytest.mark.parametrize("kind", ["mlp", "cnn"])
+def test_replace_block_undoes_a_widen_exactly(kind):
+    net = make(kind)
+    x, t = probe_of(net, n=128)
+    wide = widen(net, 1, 2 * net.widths[1], seed=5).net  # replicas a narrower block can represent
+    r = replace_block(wide, 1, net.widths[1], data_x=x, steps=20, probe=(x, t))
+    assert r.net.widths == net.widths and r.report.preservation_error <= 1e-5
+    assert gap(net, r.net, (x, t)) <= 1e-5
 
 
 def test_registry_knows_every_operator():
@@ -362,3 +372,13 @@ def test_registry_knows_every_operator():
     assert MORPHS.get("widen") is widen
     with pytest.raises(UserError, match="valid morph operators are"):
         MORPHS.get("shrink")
+
+
+def test_operators_work_under_no_grad():
+    net = make("cnn", heads=True)
+    x, t = probe_of(net)
+    with torch.no_grad():
+        assert prune(net, 0.3, probe=(x, t)).net.widths != net.widths
+        assert prune(net, 0.3, criterion="fisher", data=(x, torch.randint(0, 3, (len(x),)), t)).net.widths != net.widths
+        assert replace_block(net, 0, 6, data_x=x, steps=5).net.widths[0] == 6
+        assert widen(net, 0, 12, probe=(x, t)).report.preservation_error <= 1e-5

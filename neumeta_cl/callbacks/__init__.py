@@ -1,5 +1,5 @@
 """Experience-level callbacks that change the network between experiences (morph schedules)."""
 
-from neumeta_cl.callbacks.morph import MorphCallback, MorphStep
+from neumeta_cl.callbacks.morph import GrowPolicy, MorphCallback, MorphStep
 
-__all__ = ["MorphCallback", "MorphStep"]
+__all__ = ["GrowPolicy", "MorphCallback", "MorphStep"]

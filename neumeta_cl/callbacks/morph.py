@@ -47,13 +47,36 @@ def remap_pieces(module, param_map) -> None:
             piece.remap(param_map)
 
 
+class GrowPolicy:
+    """Add capacity for every new experience: widen each hidden layer by ``grow_by`` units.
+
+    ``init="zero"`` (Net2Net with zero outgoing weights) keeps the function, so old experiences
+    are untouched at the moment of growth; the new units start free of any anchor (EWC gives
+    them zero importance), the old ones stay anchored. A light form of DEN / progressive nets.
+    """
+
+    def __init__(self, grow_by: int = 32, layers: list[int] | None = None, init: str = "zero", seed: int = 0):
+        if grow_by <= 0:
+            raise ConfigError(f"The grow policy needs grow_by > 0, got {grow_by}.")
+        self.grow_by, self.layers, self.init, self.seed = grow_by, layers, init, seed
+
+    def plan(self, runner, index: int) -> list[MorphStep]:
+        if index == 0:
+            return []
+        widths = runner.net.widths
+        layers = self.layers if self.layers is not None else range(len(widths))
+        return [MorphStep(index, "widen", {"layer": layer, "to": widths[layer] + self.grow_by, "init": self.init,
+                                           "seed": self.seed + 1000 * index + layer}) for layer in layers]
+
+
 class MorphCallback(ExperienceHook):
-    def __init__(self, schedule: list[MorphStep], every_n_steps: int = 0, eval_batch_size: int = 1024):
+    def __init__(self, schedule: list[MorphStep], every_n_steps: int = 0, eval_batch_size: int = 1024, policy=None):
         from neumeta_cl.morph import MORPHS
 
         for step in schedule:
             MORPHS.get(step.op)  # unknown operator names fail before any training
         self.schedule, self.every_n_steps, self.eval_batch_size = schedule, every_n_steps, eval_batch_size
+        self.policy = policy
         self.pending: list[dict] = []
         self.probe: StabilityProbe | None = None
 
@@ -61,7 +84,9 @@ class MorphCallback(ExperienceHook):
         from neumeta_cl.morph import MORPHS
 
         self.pending, self.probe = [], None
-        for step in (s for s in self.schedule if s.at == index):
+        steps = [s for s in self.schedule if s.at == index]
+        steps += self.policy.plan(runner, index) if self.policy is not None else []
+        for step in steps:
             seen = runner.stream.test[:index]
             before = accuracy_row(runner.net, seen, self.eval_batch_size, runner.device) if seen else []
             result = MORPHS.get(step.op)(runner.net, **step.kwargs, probe=probe_batch(runner, index))

@@ -37,7 +37,8 @@ def _identity_kernel(conv: nn.Module, what: str) -> None:
     k = conv.kernel_size
     same = all(kk % 2 == 1 and p == d * (kk // 2) for kk, p, d in zip(k, conv.padding, conv.dilation))
     if not same or any(s != 1 for s in conv.stride) or conv.groups != 1:
-        raise MorphError(f"{what}: an identity convolution needs stride 1, odd kernels and 'same' padding, got kernel {k}, stride {conv.stride}, padding {conv.padding}.")
+        raise MorphError(f"{what}: an identity convolution needs stride 1, odd kernels and 'same' padding, "
+                         f"got kernel {k}, stride {conv.stride}, padding {conv.padding}.")
     with torch.no_grad():
         conv.weight.zero_()
         centre = tuple(kk // 2 for kk in k)
@@ -48,6 +49,8 @@ def _identity_kernel(conv: nn.Module, what: str) -> None:
 
 
 def deepen(net, after: int, activation: str | None = None, data_x: torch.Tensor | None = None, probe=None) -> MorphResult:
+    """Insert an identity block after hidden block ``after``; ``activation`` None = that block's own,
+    or "identity"; ``data_x`` sets the new BatchNorm's statistics (CNN)."""
     t0 = time.perf_counter()
     what = f"deepen after layer {after}"
     block = check_layer(net, after, what)

@@ -73,6 +73,8 @@ def _fisher_scores(net, layers, data, batch_size: int = 256) -> dict[int, torch.
 
 def prune(net, ratio: float, layer: int | None = None, criterion: str = "l1", data=None,
           example_inputs=None, seed: int = 0, probe=None) -> MorphResult:
+    """Remove a ``ratio`` of the hidden units of ``layer`` (None = globally over all hidden layers) with
+    the lowest ``criterion`` scores; ``data`` = (x, y[, t]) for taylor/fisher and for accuracy before/after."""
     t0 = time.perf_counter()
     what = f"prune {ratio!r} of " + (f"layer {layer}" if layer is not None else "all hidden layers")
     check_net(net, what)
@@ -99,8 +101,9 @@ def prune(net, ratio: float, layer: int | None = None, criterion: str = "l1", da
     # Trace features once into every head, so pruning the last layer also trims heads the
     # forward for one task would not touch.
     heads = head_linears(new)
-    DG = tp.DependencyGraph().build_dependency(
-        new, example_inputs=x_ex, forward_fn=lambda m, x: [h(f) for f in [m.features(x)] for h in heads], verbose=False)
+    with torch.enable_grad():  # torch-pruning traces the autograd graph, even when called under no_grad
+        DG = tp.DependencyGraph().build_dependency(
+            new, example_inputs=x_ex, forward_fn=lambda m, x: [h(f) for f in [m.features(x)] for h in heads], verbose=False)
     root_fn = lambda m: tp.prune_linear_out_channels if isinstance(m, torch.nn.Linear) else tp.prune_conv_out_channels
     groups = {i: DG.get_pruning_group(new.blocks[i][0], root_fn(new.blocks[i][0]), list(range(widths[i]))) for i in layers}
 
@@ -118,7 +121,7 @@ def prune(net, ratio: float, layer: int | None = None, criterion: str = "l1", da
                "taylor": tp.importance.GroupTaylorImportance(), "random": tp.importance.RandomImportance()}[criterion]
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)  # RandomImportance draws from the global RNG
-            scores = {i: imp(g).float().cpu() for i, g in groups.items()}
+            scores = {i: imp(g) for i, g in groups.items()}
         new.zero_grad(set_to_none=True)
     scores = {i: s.detach().float().cpu() for i, s in scores.items()}
 

@@ -136,6 +136,9 @@ def finish(op: str, before: nn.Module, after: nn.Module, param_map: ParamMap, de
     if probe is not None:
         report.preservation_error = output_gap(before, after, probe, train=False)
         if has_batchnorm(before) or has_batchnorm(after):
-            report.preservation_error_train = output_gap(before, after, probe, train=True)
+            try:
+                report.preservation_error_train = output_gap(before, after, probe, train=True)
+            except ValueError:  # BatchNorm cannot take batch statistics of a single value per channel
+                pass
     report.accounting_ms = (time.perf_counter() - t1) * 1e3
     return MorphResult(net=after, report=report, param_map=param_map)

@@ -30,6 +30,7 @@ INITS = ("copy", "random", "zero")
 
 
 def widen(net, layer: int, to: int, init: str = "copy", noise: float = 0.0, seed: int = 0, probe=None) -> MorphResult:
+    """Hidden layer ``layer`` (0-based) grows to ``to`` > its width units; ``init`` copy | zero | random."""
     t0 = time.perf_counter()
     what = f"widen layer {layer} to {to}"
     block = check_layer(net, layer, what)
@@ -46,7 +47,7 @@ def widen(net, layer: int, to: int, init: str = "copy", noise: float = 0.0, seed
     g = rng(seed)
     extra = torch.randint(n, (to - n,), generator=g) if init == "copy" else torch.full((to - n,), -1)
     index = torch.cat([torch.arange(n), extra])  # new unit j copies old unit index[j]; -1 = new
-    scale = 1.0 / torch.bincount(index, minlength=n)[index].float() if init == "copy" else None
+    scale = 1.0 / torch.bincount(index, minlength=n)[index].double() if init == "copy" else None  # cast to the weights' dtype later
 
     new = copy.deepcopy(net)
     block = new.blocks[layer]

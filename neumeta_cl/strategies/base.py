@@ -76,6 +76,7 @@ class ContinualModule(pl.LightningModule):
         self.experience_index = -1
         self._show_loss = True
         self.automatic_optimization = False
+        self.morph_policy = None  # plans morphs between experiences (see neumeta_cl.callbacks)
 
     # -- experience boundaries (called by the runner, outside Trainer.fit) --------------------
     def train_experience(self, stream, index: int) -> TensorExperience:
