@@ -5,6 +5,7 @@ Format::
     name: quickstart
     description: one line for the table title
     overrides: [benchmark=split_fmnist, ...]        # applied to every run
+    variants: {task_il: [benchmark.scenario=task], class_il: []}   # optional; labels become variant/strategy
     strategies: {naive: [strategy=naive], ewc: [strategy=ewc, strategy.ewc_lambda=100]}
     seeds: [0, 1, 2]
 """
@@ -23,7 +24,7 @@ from neumeta_cl.report import table
 from neumeta_cl.run import RunResult, run_continual
 from neumeta_cl.tracking.results import load_results, write_json_atomic
 
-EXPERIMENT_KEYS = {"name", "description", "overrides", "strategies", "seeds"}
+EXPERIMENT_KEYS = {"name", "description", "overrides", "variants", "strategies", "seeds"}
 
 
 def load_experiment(name_or_path: str) -> dict:
@@ -59,11 +60,14 @@ class ExperimentResult:
 def plan(spec: dict, extra: list[str]) -> list[tuple[str, int, list[str]]]:
     """(label, seed, overrides) for every run, configs validated before anything trains."""
     runs = []
-    for label, overrides in spec["strategies"].items():
-        for seed in spec["seeds"]:
-            ov = [*spec["overrides"], *(overrides or []), f"seed={seed}", *extra]
-            load(ov)  # fail fast on a bad config, before hours of training
-            runs.append((label, seed, ov))
+    variants = spec.get("variants") or {None: []}
+    for variant, variant_ov in variants.items():
+        for name, overrides in spec["strategies"].items():
+            label = name if variant is None else f"{variant}/{name}"
+            for seed in spec["seeds"]:
+                ov = [*spec["overrides"], *(variant_ov or []), *(overrides or []), f"seed={seed}", *extra]
+                load(ov)  # fail fast on a bad config, before hours of training
+                runs.append((label, seed, ov))
     return runs
 
 
@@ -75,7 +79,7 @@ def run_experiment(name_or_path: str, extra_overrides: list[str] | None = None, 
     out_dir = Path(out_root) / f"{spec['name']}-{stamp}"
     runs: dict[str, list[RunResult]] = {}
     for label, seed, ov in jobs:
-        cfg = load([*ov, f"output_dir={out_dir}", f"run_name={label}-s{seed}"])
+        cfg = load([*ov, f"output_dir={out_dir}", f"run_name={label.replace('/', '-')}-s{seed}"])
         result = run_continual(cfg)
         runs.setdefault(label, []).append(result)
         if on_run_done is not None:

@@ -44,3 +44,33 @@ def test_unknown_morph_operator_is_a_config_error(fast_overrides):
 
     with pytest.raises(ConfigError, match="Unknown morph operator 'shrink'; valid morph operators are"):
         run_continual(load(fast_overrides + ["morph.schedule=[{at:1,op:shrink}]"]))
+
+
+def test_prune_grow_freezes_old_tasks_exactly(fast_overrides):
+    """Task labels + frozen units: an old experience's accuracy never changes after it is packed."""
+    ov = fast_overrides + ["strategy=prune_grow", "model.widths=[64,64]", "benchmark.scenario=task"]
+    result = run_continual(load(ov))
+    R = result.outcome.R
+    for j in range(4):
+        assert all(R[i, j] == R[j, j] for i in range(j, 5)), R[:, j]
+    assert R[-1].mean() > 0.9
+    data = json.loads(result.results_path.read_text())
+    assert data["status"] == "completed"
+
+
+def test_prune_grow_keeps_a_fraction_of_free_units(fast_overrides):
+    from neumeta_cl.nets import MLP
+    from neumeta_cl.strategies import OptimConfig, build_strategy
+
+    from neumeta_cl.run import build_stream_from
+
+    cfg = load(fast_overrides + ["benchmark.scenario=task"])
+    stream = build_stream_from(cfg)
+    module = build_strategy({"name": "prune_grow", "keep": 0.25, "retrain_steps": 10},
+                            MLP(stream.input_shape, [40, 40], stream.n_classes, stream.heads), OptimConfig(), 32, 0)
+    module.before_experience(stream.train[0])
+    module.after_experience(stream.train[0])
+    h = module.packing.history[-1]
+    assert h["kept"] == [10, 10] and h["free_after"] == [30, 30]
+    module.after_experience(stream.train[1])
+    assert module.packing.history[-1]["free_after"] == [22, 22]  # round(0.25 * 30) = 8 more kept

@@ -51,7 +51,7 @@ def accuracy(net, data, batch_size: int = 1024) -> float:
     return correct / max(len(x), 1)
 
 
-def _fisher_scores(net, layers, data, batch_size: int = 256) -> dict[int, torch.Tensor]:
+def fisher_unit_scores(net, layers, data, batch_size: int = 256) -> dict[int, torch.Tensor]:
     x, y, t = _split_data(data)
     acts, scores = {}, {i: 0.0 for i in layers}
     hooks = [net.blocks[i].register_forward_hook(lambda m, inp, out, i=i: acts.__setitem__(i, out)) for i in layers]
@@ -108,7 +108,7 @@ def prune(net, ratio: float, layer: int | None = None, criterion: str = "l1", da
     groups = {i: DG.get_pruning_group(new.blocks[i][0], root_fn(new.blocks[i][0]), list(range(widths[i]))) for i in layers}
 
     if criterion == "fisher":
-        scores = _fisher_scores(new, layers, data)
+        scores = fisher_unit_scores(new, layers, data)
     else:
         if criterion == "taylor":
             x, y, t = _split_data(data)

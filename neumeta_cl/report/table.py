@@ -9,7 +9,7 @@ import pandas as pd
 
 COLUMNS = {  # results.json metric -> column title
     "acc": "ACC", "bwt": "BWT", "fwt": "FWT", "forgetting": "Forgetting", "lca": "LCA10",
-    "steps_to_95": "steps to 95%", "train_seconds": "train s",
+    "steps_to_95": "steps to 95%", "train_seconds": "train s", "final_params": "params", "morph_ms": "morph ms",
 }
 
 
@@ -36,7 +36,9 @@ def summary_frame(frame: pd.DataFrame) -> pd.DataFrame:
 def _fmt(mean: float, std: float, seeds: int, key: str) -> str:
     if mean is None or (isinstance(mean, float) and math.isnan(mean)):
         return "-"
-    digits = 1 if key in ("steps_to_95", "train_seconds") else 3
+    if key == "final_params":
+        return f"{mean:,.0f}"
+    digits = 1 if key in ("steps_to_95", "train_seconds", "morph_ms") else 3
     s = f"{mean:.{digits}f}"
     return s + (f" ± {std:.{digits}f}" if seeds > 1 else "")
 

@@ -161,11 +161,14 @@ class ContinualRunner:
         trainer.fit(self.module, datamodule=data)
         fit_seconds = time.perf_counter() - t0
 
+        # End-of-experience consolidation (EWC's Fisher, PackNet's prune-and-freeze) belongs to the
+        # experience, so the row of R is measured after it.
+        self.module.to(self.device)
+        self.module.after_experience(train)
         t0 = time.perf_counter()
         row = self.evaluate()
         eval_seconds = time.perf_counter() - t0
         self.outcome.R[i] = row
-        self.module.after_experience(train)
 
         steps = int(trainer.global_step)
         probe_seconds = curve.probe_seconds + (stability.probe_seconds if stability else 0.0)
@@ -188,6 +191,9 @@ class ContinualRunner:
             "seconds_to_95": None if hit is None else curve_secs[curve_steps.index(hit)],
             "curve": {"steps": curve_steps, "accuracy": curve_accs, "seconds": curve_secs},
             "stability": stability.summary() if stability else None,
+            "parameters": sum(p.numel() for p in self.net.parameters()),
+            "widths": list(getattr(self.net, "widths", [])),
+            "strategy": self.module.experience_info(),
         })
         for hook in self.hooks:
             hook.on_experience_end(self, i)

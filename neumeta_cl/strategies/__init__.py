@@ -11,13 +11,14 @@ from neumeta_cl.registry import Registry
 from neumeta_cl.strategies.base import ContinualModule, OptimConfig, Piece
 from neumeta_cl.strategies.ewc import EWC, EWCPenalty
 from neumeta_cl.strategies.grow import GrowEWC
+from neumeta_cl.strategies.prune_grow import PruneGrow, UnitPacking
 from neumeta_cl.strategies.lwf import Distillation, LwF
 from neumeta_cl.strategies.naive import Joint, Naive
 from neumeta_cl.strategies.replay import Replay, ReplayBuffer
 
 STRATEGIES: Registry = Registry("strategy", "strategies")
 for _name, _cls in {"naive": Naive, "joint": Joint, "ewc": EWC, "replay": Replay, "lwf": LwF,
-                    "grow_ewc": GrowEWC}.items():
+                    "grow_ewc": GrowEWC, "prune_grow": PruneGrow}.items():
     STRATEGIES.register(_name)(_cls)
 
 
@@ -37,5 +38,5 @@ def build_strategy(cfg: dict, net: nn.Module, optim: OptimConfig, batch_size: in
 
 __all__ = [
     "STRATEGIES", "build_strategy", "ContinualModule", "OptimConfig", "Piece",
-    "Naive", "Joint", "EWC", "GrowEWC", "EWCPenalty", "Replay", "ReplayBuffer", "LwF", "Distillation",
+    "Naive", "Joint", "EWC", "GrowEWC", "PruneGrow", "UnitPacking", "EWCPenalty", "Replay", "ReplayBuffer", "LwF", "Distillation",
 ]

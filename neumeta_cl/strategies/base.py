@@ -92,6 +92,10 @@ class ContinualModule(pl.LightningModule):
         for piece in self.pieces:
             piece.after_experience(self, experience)
 
+    def experience_info(self) -> dict:
+        """What the strategy did at the end of the experience (recorded in results.json)."""
+        return {}
+
     # -- training ------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, t: torch.Tensor | None = None) -> torch.Tensor:
         return self.net(x, t)

@@ -25,6 +25,10 @@ def run_metrics(R: np.ndarray, b: np.ndarray, experiences: list[dict]) -> dict:
     gaps = [e["stability"]["gap"] for e in experiences if e.get("stability")]
     metrics["stability_gap"] = float(np.mean(gaps)) if gaps else None
     metrics["train_seconds"] = float(sum(e["train_seconds"] for e in experiences))
+    metrics["final_params"] = experiences[-1].get("parameters")
+    # Morph overhead: scheduled/policy morphs plus what a strategy does between experiences.
+    metrics["morph_ms"] = float(sum(m["wall_ms"] for e in experiences for m in e.get("morphs", []))
+                                + sum(e.get("strategy", {}).get("morph_ms", 0.0) for e in experiences))
     metrics["experiences_done"] = t
     return metrics
 
