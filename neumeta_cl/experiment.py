@@ -33,7 +33,13 @@ def load_experiment(name_or_path: str) -> dict:
         path = experiments_dir() / f"{name_or_path.removesuffix('.yaml')}.yaml"
     if not path.exists():
         raise ConfigError(f"Unknown experiment '{name_or_path}'; valid experiments are: {', '.join(experiment_choices())}.")
-    spec = yaml.safe_load(path.read_text()) or {}
+    try:
+        spec = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        where = getattr(e, "problem_mark", None)
+        line = f" (line {where.line + 1})" if where else ""
+        raise ConfigError(f"{path} is not valid YAML{line}: {getattr(e, 'problem', e)}; "
+                          "quote list values such as \"model.widths=[256,256]\".") from None
     unknown = sorted(set(spec) - EXPERIMENT_KEYS)
     if unknown:
         raise ConfigError(f"Unknown key(s) {', '.join(unknown)} in {path}; valid keys are: {', '.join(sorted(EXPERIMENT_KEYS))}.")

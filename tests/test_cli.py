@@ -66,3 +66,31 @@ def test_run_command_prints_table_and_paths(capsys, fast_overrides):
     assert code == 0 and "ACC" in out and "results.json" in out
     path = out.split("results: ")[1].split()[0]
     assert json.load(open(path))["status"] == "completed"
+
+
+def test_experiment_with_variants_prints_a_table_and_writes_summary(capsys, tmp_path):
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(
+        "name: tiny\n"
+        "overrides: [benchmark=split_digits, 'model.widths=[32]', train.epochs=2, logger.mode=disabled]\n"
+        "variants: {task_il: [benchmark.scenario=task], class_il: []}\n"
+        "strategies: {naive: [strategy=naive], grow: [strategy=grow_ewc, strategy.grow_by=8]}\n"
+        "seeds: [0, 1]\n")
+    code = main(["experiment", str(spec), "--out", str(tmp_path / "out")])
+    out = capsys.readouterr().out
+    assert code == 0
+    for label in ("task_il/naive", "task_il/grow", "class_il/naive", "class_il/grow"):
+        assert label in out
+    summary = json.loads(next((tmp_path / "out").glob("tiny-*/summary.json")).read_text())
+    rows = {r["label"]: r for r in summary["table"]}
+    assert rows["task_il/grow"]["seeds"] == 2
+    assert rows["task_il/grow"]["final_params_mean"] > rows["task_il/naive"]["final_params_mean"]
+    assert rows["task_il/naive"]["acc_mean"] > rows["class_il/naive"]["acc_mean"]
+
+
+def test_invalid_experiment_yaml_is_one_sentence(capsys, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: bad\nstrategies: {a: [x=[1,2]]}\n")
+    assert main(["experiment", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "is not valid YAML (line 2)" in err and err.count("\n") == 1
