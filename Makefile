@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-slow data bench compare install clean
+.PHONY: run test test-slow data bench compare bench-morph morph-vs-fixed install clean
 
 install: $(STAMP)
 
@@ -31,6 +31,12 @@ bench: $(STAMP) data
 
 compare: $(STAMP) data
 	$(BIN)/python scripts/compare_avalanche.py
+
+bench-morph: $(STAMP) data
+	$(BIN)/python scripts/bench_morph.py
+
+morph-vs-fixed: $(STAMP) data
+	$(BIN)/python scripts/morph_vs_fixed.py
 
 clean:
 	rm -rf runs wandb .pytest_cache
