@@ -74,3 +74,19 @@ def test_prune_grow_keeps_a_fraction_of_free_units(fast_overrides):
     assert h["kept"] == [10, 10] and h["free_after"] == [30, 30]
     module.after_experience(stream.train[1])
     assert module.packing.history[-1]["free_after"] == [22, 22]  # round(0.25 * 30) = 8 more kept
+
+
+def test_morph_reports_reach_the_wandb_run(fast_overrides):
+    from neumeta_cl.tracking.wandb_file import read_run
+
+    ov = [o for o in fast_overrides if not o.startswith("logger.mode")] + [
+        "logger.mode=offline", "model.widths=[32]", "morph.schedule=[{at:1,op:widen,layer:0,to:40}]"]
+    result = run_continual(load(ov))
+    run = read_run(result.wandb_dir)
+    rows = [h for h in run.history if any(k.startswith("morph/") for k in h)]
+    assert len(rows) == 1
+    m = {k.removeprefix("morph/0/"): v for k, v in rows[0].items() if k.startswith("morph/0/")}
+    data = json.loads(result.results_path.read_text())
+    rec = data["experiences"][1]["morphs"][0]
+    assert m["params_after"] == rec["params_after"] and m["flops_before"] == rec["flops_before"]
+    assert m["preservation_error"] == pytest.approx(rec["preservation_error"])

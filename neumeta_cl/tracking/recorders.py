@@ -85,6 +85,13 @@ class WandbRecorder(ExperienceHook):
         if e.get("stability"):
             metrics["experience/stability_gap"] = float(e["stability"]["gap"])
             metrics["experience/acc_earlier_min"] = float(e["stability"]["mean_min"])
+        for k, m in enumerate(e.get("morphs", [])):
+            for key in ("wall_ms", "params_before", "params_after", "flops_before", "flops_after",
+                        "preservation_error", "acc_seen_before", "acc_seen_after", "steps_to_recover", "stability_min"):
+                if m.get(key) is not None:
+                    metrics[f"morph/{k}/{key}"] = float(m[key])
+        if e.get("strategy", {}).get("morph_ms") is not None:
+            metrics["morph/strategy_ms"] = float(e["strategy"]["morph_ms"])
         wandb_run.log_metrics(self.logger, metrics, runner.steps.step)
         wandb_run.log_accuracy_matrix(self.logger, o.R[: index + 1], runner.steps.step)
 
