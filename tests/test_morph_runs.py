@@ -54,8 +54,11 @@ def test_prune_grow_freezes_old_tasks_exactly(fast_overrides):
     for j in range(4):
         assert all(R[i, j] == R[j, j] for i in range(j, 5)), R[:, j]
     assert R[-1].mean() > 0.9
-    data = json.loads(result.results_path.read_text())
-    assert data["status"] == "completed"
+    packs = _morphs(result)
+    assert [i for i, _ in packs] == [0, 1, 2, 3, 4]  # after every experience
+    for _, m in packs:
+        assert m["op"] == "prune_grow" and m["params_after"] == m["params_before"] and m["wall_ms"] > 0
+        assert m["acc_experience_after"] >= m["acc_experience_before"] - 0.1
 
 
 def test_prune_grow_keeps_a_fraction_of_free_units(fast_overrides):

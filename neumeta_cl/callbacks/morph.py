@@ -114,4 +114,5 @@ class MorphCallback(ExperienceHook):
             recovered = next((st for st, m in zip(s["steps"], means) if m >= target - 1e-9), None)
             for record in self.pending:
                 record.update(steps_to_recover=recovered, stability_min=s["mean_min"], stability_curve=s)
-        runner.outcome.experiences[-1]["morphs"] = self.pending
+        record = runner.outcome.experiences[-1]
+        record["morphs"] = self.pending + record.get("morphs", [])

@@ -193,7 +193,10 @@ class ContinualRunner:
             "stability": stability.summary() if stability else None,
             "parameters": sum(p.numel() for p in self.net.parameters()),
             "widths": list(getattr(self.net, "widths", [])),
-            "strategy": self.module.experience_info(),
         })
+        info = self.module.experience_info()
+        record = self.outcome.experiences[-1]
+        record["morphs"] = list(info.pop("morphs", []))
+        record["strategy"] = info
         for hook in self.hooks:
             hook.on_experience_end(self, i)

@@ -1,6 +1,6 @@
 """``prune_grow``: PackNet (Mallya & Lazebnik 2018) with units instead of single weights.
 
-After each experience (except the last):
+After each experience:
 1. score the experience's free hidden units with Fisher pruning scores on its training data;
 2. keep the top ``keep`` fraction of the free units of every layer and *prune* the rest: their
    outgoing weights are cut to zero and their incoming weights re-drawn, so they return to the
@@ -86,6 +86,7 @@ class UnitPacking(Piece):
             kept.append(order[:n_keep])
             released.append(order[n_keep:])
         heads = self._heads(net, experience)
+        acc_before = self._accuracy(net, x, y, t)
         with torch.no_grad():
             for layer, lin in enumerate(linears):  # release: re-draw incoming weights, cut outgoing ones
                 r = released[layer]
@@ -112,7 +113,7 @@ class UnitPacking(Piece):
                 mask = torch.zeros_like(p, dtype=torch.bool)
                 mask[rows] = True
                 self._freeze(self._name(net, head, what), p, mask)
-        self.history.append({"experience": experience.index, "kept": [len(k) for k in kept],
+        self.history.append({"experience": experience.index, "acc_before_prune": acc_before, "kept": [len(k) for k in kept],
                              "released": [len(r) for r in released], "acc_after_prune": acc_pruned,
                              "acc_after_retrain": self._accuracy(net, x, y, t),
                              "free_after": [int((o == -1).sum()) for o in self.owner],
@@ -191,7 +192,20 @@ class PruneGrow(ContinualModule):
         super().__init__(net, optim, batch_size=batch_size, seed=seed, pieces=[self.packing])
 
     def experience_info(self) -> dict:
+        """The prune-and-freeze step as a morph record, like the scheduled morphs' reports."""
         last = self.packing.history[-1] if self.packing.history else None
         if last is None or last["experience"] != self.experience_index:
             return {}
-        return {"prune_grow": last, "morph_ms": last["ms"]}
+        from neumeta_cl.morph import count_params, flops_per_sample
+
+        params, flops = count_params(self.net), flops_per_sample(self.net, task=0 if self.net_has_heads() else None)
+        return {"morphs": [{
+            "at": f"end of experience {last['experience']}", "op": "prune_grow", "detail": last,
+            "wall_ms": last["ms"], "params_before": params, "params_after": params,  # units are masked, not removed
+            "flops_before": flops, "flops_after": flops, "preservation_error": None, "claims_preservation": False,
+            "acc_seen_before": None, "acc_seen_after": None,
+            "acc_experience_before": last["acc_before_prune"], "acc_experience_after": last["acc_after_retrain"],
+        }]}
+
+    def net_has_heads(self) -> bool:
+        return isinstance(self.net.head, MultiHead)

@@ -26,9 +26,8 @@ def run_metrics(R: np.ndarray, b: np.ndarray, experiences: list[dict]) -> dict:
     metrics["stability_gap"] = float(np.mean(gaps)) if gaps else None
     metrics["train_seconds"] = float(sum(e["train_seconds"] for e in experiences))
     metrics["final_params"] = experiences[-1].get("parameters")
-    # Morph overhead: scheduled/policy morphs plus what a strategy does between experiences.
-    metrics["morph_ms"] = float(sum(m["wall_ms"] for e in experiences for m in e.get("morphs", []))
-                                + sum(e.get("strategy", {}).get("morph_ms", 0.0) for e in experiences))
+    # Morph overhead: scheduled and policy morphs, and strategies' own (prune_grow's pack step).
+    metrics["morph_ms"] = float(sum(m["wall_ms"] for e in experiences for m in e.get("morphs", [])))
     metrics["experiences_done"] = t
     return metrics
 
@@ -90,8 +89,6 @@ class WandbRecorder(ExperienceHook):
                         "preservation_error", "acc_seen_before", "acc_seen_after", "steps_to_recover", "stability_min"):
                 if m.get(key) is not None:
                     metrics[f"morph/{k}/{key}"] = float(m[key])
-        if e.get("strategy", {}).get("morph_ms") is not None:
-            metrics["morph/strategy_ms"] = float(e["strategy"]["morph_ms"])
         wandb_run.log_metrics(self.logger, metrics, runner.steps.step)
         wandb_run.log_accuracy_matrix(self.logger, o.R[: index + 1], runner.steps.step)
 
