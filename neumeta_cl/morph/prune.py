@@ -114,8 +114,8 @@ def prune(net, ratio: float, layer: int | None = None, criterion: str = "l1", da
             x, y, t = _split_data(data)
             new.zero_grad(set_to_none=True)
             with torch.enable_grad(), mode(new, False):
-                for s in range(0, len(x), 256):  # gradient of the mean loss over all of data, in chunks
-                    sl = slice(s, s + 256)
+                for s in range(0, len(x), 1024):  # gradient of the mean loss over all of data, in chunks
+                    sl = slice(s, s + 1024)
                     (F.cross_entropy(new(x[sl], t[sl]), y[sl], reduction="sum") / len(x)).backward()
         imp = {"l1": tp.importance.GroupMagnitudeImportance(p=1), "l2": tp.importance.GroupMagnitudeImportance(p=2),
                "taylor": tp.importance.GroupTaylorImportance(), "random": tp.importance.RandomImportance()}[criterion]
