@@ -31,9 +31,7 @@ The last line on stdout is JSON for tools and CI.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
-import math
 import statistics
 import sys
 import time
