@@ -93,7 +93,7 @@ def run_continual(cfg: DictConfig, extra_hooks: list[ExperienceHook] | None = No
     }
     morphs = morph_hooks(cfg, module)
     hooks = [*(extra_hooks or []), *morphs, ResultsRecorder(run_dir / "results.json", header), WandbRecorder(logger)]
-    module._show_loss = show_progress(t.progress_bar)
+    module.show_progress = show_progress(t.progress_bar)
     runner = ContinualRunner(
         stream, module, epochs=t.epochs, batch_size=t.batch_size, seed=cfg.seed, eval_batch_size=t.eval_batch_size,
         hooks=hooks, lca_beta=cfg.metrics.lca_beta, curve_every_n_steps=cfg.metrics.curve_every_n_steps,
@@ -101,7 +101,7 @@ def run_continual(cfg: DictConfig, extra_hooks: list[ExperienceHook] | None = No
         log_fn=None if logger is None else (lambda metrics, step: wandb_run.log_metrics(logger, metrics, step)),
         log_every_n_steps=cfg.metrics.log_every_n_steps,
         trainer_kwargs={"accelerator": t.accelerator, "devices": 1, "deterministic": t.deterministic,
-                        "enable_progress_bar": module._show_loss, "default_root_dir": str(run_dir),
+                        "enable_progress_bar": module.show_progress, "default_root_dir": str(run_dir),
                         "logger": logger if logger is not None else False},
     )
     outcome = runner.run()

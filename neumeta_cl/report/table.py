@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pandas as pd
 
 COLUMNS = {  # results.json metric -> column title
@@ -73,7 +72,3 @@ def markdown(summary: pd.DataFrame) -> str:
         cells = [_fmt(row[f"{k}_mean"], row[f"{k}_std"], int(row["seeds"]), k) for k in COLUMNS]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
-
-
-def nan_to_none(x):
-    return None if x is None or (isinstance(x, float) and not np.isfinite(x)) else x

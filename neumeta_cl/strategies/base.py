@@ -74,7 +74,7 @@ class ContinualModule(pl.LightningModule):
         self.seed = seed
         self.pieces: list[Piece] = list(pieces or [])
         self.experience_index = -1
-        self._show_loss = True
+        self.show_progress = True  # the loss on Lightning's progress bar (off when no bar is shown)
         self.automatic_optimization = False
         self.morph_policy = None  # plans morphs between experiences (see neumeta_cl.callbacks)
 
@@ -123,7 +123,7 @@ class ContinualModule(pl.LightningModule):
         opt.step()
         for piece in self.pieces:
             piece.after_step(self)
-        if self._show_loss:
+        if self.show_progress:
             self.log("loss", loss, prog_bar=True, logger=False)
         return loss.detach()
 
