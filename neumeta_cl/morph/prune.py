@@ -32,6 +32,7 @@ import torch_pruning as tp
 from neumeta_cl.morph.param_map import ParamMap
 from neumeta_cl.morph.report import MorphError, MorphResult, finish, mode, split_probe
 from neumeta_cl.morph.surgery import check_layer, check_net, head_linears, map_units
+from neumeta_cl.nets.evaluation import tensor_accuracy
 
 CRITERIA = ("l1", "l2", "taylor", "fisher", "random")
 
@@ -43,12 +44,7 @@ def _split_data(data):
 
 
 def accuracy(net, data, batch_size: int = 1024) -> float:
-    x, y, t = _split_data(data)
-    correct = 0
-    with torch.no_grad(), mode(net, False):
-        for s in range(0, len(x), batch_size):
-            correct += int((net(x[s:s + batch_size], t[s:s + batch_size]).argmax(1) == y[s:s + batch_size]).sum())
-    return correct / max(len(x), 1)
+    return tensor_accuracy(net, *_split_data(data), batch_size=batch_size)
 
 
 def fisher_unit_scores(net, layers, data, batch_size: int = 256) -> dict[int, torch.Tensor]:

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from neumeta_cl.data import TensorExperience
 from neumeta_cl.errors import ConfigError
 from neumeta_cl.morph.prune import fisher_unit_scores
+from neumeta_cl.nets.evaluation import tensor_accuracy
 from neumeta_cl.nets.heads import MultiHead
 from neumeta_cl.strategies.base import ContinualModule, OptimConfig, Piece
 
@@ -86,7 +87,7 @@ class UnitPacking(Piece):
             kept.append(order[:n_keep])
             released.append(order[n_keep:])
         heads = self._heads(net, experience)
-        acc_before = self._accuracy(net, x, y, t)
+        acc_before = tensor_accuracy(net, x, y, t)
         with torch.no_grad():
             for layer, lin in enumerate(linears):  # release: re-draw incoming weights, cut outgoing ones
                 r = released[layer]
@@ -97,7 +98,7 @@ class UnitPacking(Piece):
                 readers = [linears[layer + 1]] if layer + 1 < len(linears) else [h for h, _ in self._all_heads(net)]
                 for reader in readers:
                     reader.weight[:, r] = 0
-        acc_pruned = self._accuracy(net, x, y, t)
+        acc_pruned = tensor_accuracy(net, x, y, t)
         self._retrain(module, x, y, t, kept, released, heads)
         for layer, lin in enumerate(linears):
             mask = torch.zeros_like(lin.weight, dtype=torch.bool)
@@ -115,7 +116,7 @@ class UnitPacking(Piece):
                 self._freeze(self._name(net, head, what), p, mask)
         self.history.append({"experience": experience.index, "acc_before_prune": acc_before, "kept": [len(k) for k in kept],
                              "released": [len(r) for r in released], "acc_after_prune": acc_pruned,
-                             "acc_after_retrain": self._accuracy(net, x, y, t),
+                             "acc_after_retrain": tensor_accuracy(net, x, y, t),
                              "free_after": [int((o == -1).sum()) for o in self.owner],
                              "ms": 1000 * (time.perf_counter() - t0)})
 
@@ -133,15 +134,6 @@ class UnitPacking(Piece):
     @staticmethod
     def _name(net, module, what: str) -> str:
         return next(n for n, m in net.named_modules() if m is module) + "." + what
-
-    @staticmethod
-    @torch.no_grad()
-    def _accuracy(net, x, y, t) -> float:
-        was = net.training
-        net.eval()
-        acc = (net(x, t).argmax(1) == y).float().mean().item()
-        net.train(was)
-        return acc
 
     def _retrain(self, module, x, y, t, kept, released, heads) -> None:
         """Fine-tune only the kept units' incoming weights and this experience's head rows."""
