@@ -2,11 +2,13 @@ import json
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from neumeta_cl.errors import UserError
 from neumeta_cl.morph import (MORPHS, MorphError, add_head, count_params, deepen, extend_classes, flops_per_sample,
                               prune, remap_anchors, replace_block, set_activation, widen)
+from neumeta_cl.morph.prune import mask_grads, taylor_unit_scores
 from neumeta_cl.nets import CNN, MLP
 from neumeta_cl.strategies.ewc import ewc_penalty
 
@@ -305,6 +307,69 @@ def test_prune_one_layer_only_and_lowest_l1_first():
     assert r.net.widths == [32, 18]
     kept = r.param_map.rules["blocks.1.0.weight"].dims[0].index
     assert torch.equal(kept, torch.arange(6, 24))
+
+
+def test_taylor_scores_are_the_first_order_loss_change_of_removing_a_unit():
+    """Independent of autograd: scale unit u's activation by 1 +- h and take the central difference
+    of each sample's loss; Taylor's score is mean_n |dL_n/dm_u| over the layer's mean of it."""
+    for kind, heads in [("mlp", False), ("cnn", True)]:
+        net = make(kind, heads).double()
+        x, t = probe_of(net, n=40)
+        x = x.double()
+        y = torch.randint(0, 3, (len(x),), generator=torch.Generator().manual_seed(2))
+        scores = taylor_unit_scores(net, [0, 1], (x, y, t), batch_size=16)  # chunks of 16, 16, 8
+
+        def losses(layer, unit, scale):
+            def hook(m, inp, out):
+                out = out.clone()
+                out[:, unit] *= scale
+                return out
+            handle = net.blocks[layer].register_forward_hook(hook)
+            try:
+                with torch.no_grad():
+                    return F.cross_entropy(net(x, t), y, reduction="none")
+            finally:
+                handle.remove()
+
+        h = 1e-5
+        for layer in (0, 1):
+            dm = torch.stack([(losses(layer, u, 1 + h) - losses(layer, u, 1 - h)) / (2 * h)
+                              for u in range(net.widths[layer])], 1)  # (samples, units)
+            expected = dm.abs().mean(0) / dm.abs().mean()
+            assert expected.min() < 0.5 * expected.max()  # scores that differ, so their order is tested too
+            assert (dm.mean(0).abs() / dm.mean(0).abs().mean() - expected).abs().max() > 0.1  # |mean| would differ
+            torch.testing.assert_close(scores[layer], expected, rtol=1e-5, atol=1e-7, msg=f"{kind} {layer}")
+
+
+def test_taylor_on_activations_is_the_signed_sum_of_the_weight_taylor_terms():
+    """The relation prune.py's docstring relies on: for a Linear + ReLU block, sum of w * dL/dw over a
+    unit's outgoing weights, and over its incoming weights and bias, both equal mean_n dL_n/dm_u."""
+    net = make("mlp").double()
+    x, t = probe_of(net, n=48)
+    x = x.double()
+    y = torch.randint(0, 10, (len(x),), generator=torch.Generator().manual_seed(3))
+    dm = torch.cat([d[0] for d in mask_grads(net, [0], (x, y, t), batch_size=20)]).mean(0)
+    F.cross_entropy(net(x, t), y).backward()
+    inc, out = net.blocks[0][0], net.blocks[1][0]
+    torch.testing.assert_close((out.weight * out.weight.grad).sum(0), dm)
+    torch.testing.assert_close((inc.weight * inc.weight.grad).sum(1) + inc.bias * inc.bias.grad, dm)
+    assert dm.abs().max() > 1e-3
+
+
+def test_taylor_prunes_units_nothing_reads_before_useful_ones():
+    net = make("mlp")
+    with torch.no_grad():
+        net.blocks[1][0].weight[:, :4] = 0  # nothing reads units 0..3 of layer 0 ...
+        net.blocks[0][0].weight[:4] *= 10  # ... though their own weights are the largest
+    x, t = probe_of(net, n=128)
+    data = (x, torch.randint(0, 10, (len(x),)), t)
+    ratio = 4 / sum(net.widths)
+    r = prune(net, ratio, criterion="taylor", data=data)
+    assert r.net.widths == [28, 24]
+    assert torch.equal(r.param_map.rules["blocks.0.0.weight"].dims[0].index, torch.arange(4, 32))
+    assert gap(net, r.net, (x, t)) <= 1e-5  # they did nothing, so removing them changes nothing
+    magnitude = prune(net, ratio, criterion="l1", data=data).param_map.rules["blocks.0.0.weight"].dims
+    assert 0 not in magnitude or set(range(4)) <= set(magnitude[0].index.tolist())  # l1 keeps them
 
 
 # --- swaps ----------------------------------------------------------------------------------
