@@ -87,12 +87,12 @@ def run_continual(cfg: DictConfig, extra_hooks: list[ExperienceHook] | None = No
                    "n_experiences": stream.n_experiences, "class_order": stream.class_order,
                    "classes": [e.classes for e in stream.train], "task_labels": [e.task_label for e in stream.train],
                    "train_sizes": [len(e.y) for e in stream.train], "test_sizes": [len(e.y) for e in stream.test]},
-        "model": {"name": cfg.model.name, "widths": list(net.widths),
-                  "parameters": sum(p.numel() for p in net.parameters())},
+        "model": {"name": cfg.model.name, "widths": list(module.net.widths),
+                  "parameters": sum(p.numel() for p in module.net.parameters())},
         "wandb_dir": wandb_dir,
     }
     morphs = morph_hooks(cfg, module)
-    hooks = [*(extra_hooks or []), *morphs, ResultsRecorder(run_dir / "results.json", header), WandbRecorder(logger)]
+    hooks = [*(extra_hooks or []), *morphs, *module.experience_hooks(), ResultsRecorder(run_dir / "results.json", header), WandbRecorder(logger)]
     module.show_progress = show_progress(t.progress_bar)
     runner = ContinualRunner(
         stream, module, epochs=t.epochs, batch_size=t.batch_size, seed=cfg.seed, eval_batch_size=t.eval_batch_size,

@@ -14,11 +14,12 @@ from neumeta_cl.strategies.grow import GrowEWC
 from neumeta_cl.strategies.prune_grow import PruneGrow, UnitPacking
 from neumeta_cl.strategies.lwf import Distillation, LwF
 from neumeta_cl.strategies.naive import Joint, Naive
+from neumeta_cl.strategies.neumeta import NeuMeta
 from neumeta_cl.strategies.replay import Replay, ReplayBuffer
 
 STRATEGIES: Registry = Registry("strategy", "strategies")
 for _name, _cls in {"naive": Naive, "joint": Joint, "ewc": EWC, "replay": Replay, "lwf": LwF,
-                    "grow_ewc": GrowEWC, "prune_grow": PruneGrow}.items():
+                    "grow_ewc": GrowEWC, "prune_grow": PruneGrow, "neumeta": NeuMeta}.items():
     STRATEGIES.register(_name)(_cls)
 
 
@@ -38,5 +39,5 @@ def build_strategy(cfg: dict, net: nn.Module, optim: OptimConfig, batch_size: in
 
 __all__ = [
     "STRATEGIES", "build_strategy", "ContinualModule", "OptimConfig", "Piece",
-    "Naive", "Joint", "EWC", "GrowEWC", "PruneGrow", "UnitPacking", "EWCPenalty", "Replay", "ReplayBuffer", "LwF", "Distillation",
+    "Naive", "Joint", "NeuMeta", "EWC", "GrowEWC", "PruneGrow", "UnitPacking", "EWCPenalty", "Replay", "ReplayBuffer", "LwF", "Distillation",
 ]

@@ -104,12 +104,21 @@ class ContinualModule(pl.LightningModule):
         """The batch the loss is computed on; replay appends buffered samples here."""
         return batch
 
-    def training_step(self, batch, batch_idx):
+    def experience_hooks(self) -> list:
+        """Experience hooks the strategy brings to the runner (e.g. NeuMeta's width sweep)."""
+        return []
+
+    def compute_loss(self, batch) -> torch.Tensor:
+        """Cross-entropy on the (possibly extended) batch plus every piece's penalty."""
         x, y, t = self.training_batch(batch)
         logits = self.net(x, t)
         loss = F.cross_entropy(logits, y)
         for piece in self.pieces:
             loss = loss + piece.penalty(self, x, t, logits)
+        return loss
+
+    def training_step(self, batch, batch_idx):
+        loss = self.compute_loss(batch)
         if not math.isfinite(loss.item()):
             raise TrainingDiverged(
                 f"The training loss became {loss.item()} at experience {self.experience_index}, "
@@ -128,4 +137,4 @@ class ContinualModule(pl.LightningModule):
         return loss.detach()
 
     def configure_optimizers(self):
-        return self.optim.build(self.net.parameters())
+        return self.optim.build([p for p in self.net.parameters() if p.requires_grad])

@@ -89,8 +89,15 @@ class WandbRecorder(ExperienceHook):
                         "preservation_error", "acc_seen_before", "acc_seen_after", "steps_to_recover", "stability_min"):
                 if m.get(key) is not None:
                     metrics[f"morph/{k}/{key}"] = float(m[key])
+        for key, value in (e.get("strategy") or {}).get("scalars", {}).items():
+            metrics[f"strategy/{key}"] = float(value)
+        for row in e.get("widths_eval") or []:
+            metrics[f"width/{row['fraction']:g}/acc_seen"] = row["acc_seen"]
+            metrics[f"width/{row['fraction']:g}/gen_ms"] = row["gen_ms"]
         wandb_run.log_metrics(self.logger, metrics, runner.steps.step)
         wandb_run.log_accuracy_matrix(self.logger, o.R[: index + 1], runner.steps.step)
+        if e.get("widths_eval"):
+            wandb_run.log_width_table(self.logger, e["widths_eval"], runner.steps.step)
 
     def on_run_end(self, runner) -> None:
         o = runner.outcome

@@ -89,6 +89,19 @@ def log_accuracy_matrix(logger, R: np.ndarray, step: int) -> None:
     plt.close(fig)
 
 
+def log_width_table(logger, rows: list[dict], step: int) -> None:
+    """Accuracy of every seen task at every generated width, and generation time, as a ``wandb.Table``."""
+    if logger is None:
+        return
+    import wandb
+
+    n = len(rows[0]["accuracy"])
+    columns = ["fraction", "widths", "unseen", "params", "gen_ms", "acc_seen"] + [f"task_{j}" for j in range(n)]
+    data = [[r["fraction"], str(r["widths"]), r["unseen"], r["params"], r["gen_ms"], r["acc_seen"], *r["accuracy"]]
+            for r in rows]
+    logger.experiment.log({"accuracy_by_width": wandb.Table(columns=columns, data=data), "trainer/global_step": step})
+
+
 def finish(logger, summary: dict, exit_code: int = 0) -> None:
     if logger is None:
         return

@@ -1,0 +1,40 @@
+"""After every experience, evaluate every seen task's generated network at a list of widths.
+
+The record (``experiences[i]["widths"]`` in results.json, ``width/...`` in W&B) holds, per width,
+the accuracy on each seen task's test data and the time to generate that task's network. A width
+held out of training is marked ``unseen``.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from neumeta_cl.nets.evaluation import tensor_accuracy
+from neumeta_cl.runner.hooks import ExperienceHook
+
+
+class WidthSweep(ExperienceHook):
+    def __init__(self, fractions: list[float], unseen: list[float] | None = None, samples: int = 1,
+                 noise: float = 0.0, eval_batch_size: int = 1024):
+        self.unseen = [float(f) for f in (unseen or [])]
+        self.fractions = sorted({float(f) for f in [*fractions, *self.unseen]})
+        self.samples, self.noise, self.eval_batch_size = samples, noise, eval_batch_size
+
+    def on_experience_end(self, runner, index: int) -> None:
+        generator = runner.module.generator
+        seen = runner.stream.test[: index + 1]
+        rows = []
+        for f in self.fractions:
+            widths = list(generator.layout.at_fraction(f))
+            accs, ms = [], []
+            for exp in seen:
+                t0 = time.perf_counter()
+                net = generator.generate(exp.task_label, widths, samples=self.samples, noise=self.noise)
+                ms.append((time.perf_counter() - t0) * 1e3)
+                accs.append(tensor_accuracy(net, exp.x, exp.y, batch_size=self.eval_batch_size, device=runner.device))
+            rows.append({"fraction": f, "widths": widths, "unseen": any(abs(f - u) < 1e-9 for u in self.unseen),
+                         "params": sum(p.numel() for p in net.parameters()), "accuracy": accs,
+                         "acc_seen": float(np.mean(accs)), "gen_ms": float(np.median(ms))})
+        runner.outcome.experiences[-1]["widths_eval"] = rows

@@ -1,0 +1,199 @@
+"""NeuMeta's generator: a task-conditioned INR that writes the weights of a network of any width.
+
+``weights(task, widths)`` returns the generated (weight, bias) of every layer, differentiable in
+the INR; ``generate(task, widths=... | fraction=... | budget=...)`` returns an ordinary
+``nn.Module`` that runs without the hypernetwork.
+
+Scaling: a raw output ``r`` becomes ``w = r * s_l * N_in / n_in`` (``N_in`` the layer's full
+fan-in, ``n_in`` its fan-in at this width, ``s_l`` the layer's scale). A layer with half its
+inputs then sums half as many terms, each twice as large: the pre-activations keep their scale,
+as when a continuous integral is sampled more coarsely. Biases get their own scale only. The
+scales are the spread of the first trained network's weights (``calibrate``), so the INR's raw
+outputs are of unit size in every layer.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from neumeta_cl.errors import ConfigError
+from neumeta_cl.hypernet.coords import Queries, fourier_features, jitter, weight_queries
+from neumeta_cl.hypernet.inr import WeightINR
+from neumeta_cl.hypernet.layout import TargetLayout
+
+Weights = list[tuple[torch.Tensor, torch.Tensor]]  # (weight, bias) per generated layer
+
+
+@dataclass(frozen=True)
+class Request:
+    task: int
+    widths: tuple[int, ...]
+    noise: float = 0.0  # coordinate jitter, in grid cells
+
+
+class NeuMetaGenerator(nn.Module):
+    def __init__(self, layout: TargetLayout, heads: list[int], hidden: int = 128, n_blocks: int = 2, n_freqs: int = 6,
+                 layer_dim: int = 8, task_dim: int = 16):
+        super().__init__()
+        self.layout, self.heads = layout, list(heads)
+        kernel = layout.shapes(layout.widths, max(heads))
+        self.inr = WeightINR([s.kernel_numel for s in kernel], len(heads), hidden, n_blocks, n_freqs, layer_dim,
+                             task_dim)
+        full = layout.shapes(layout.widths, max(heads))
+        # Output scales per layer (see ``calibrate``); until then 1/sqrt(full fan-in).
+        self.register_buffer("w_scale", torch.tensor([1.0 / math.sqrt(f.fan_in) for f in full]))
+        self.register_buffer("b_scale", torch.tensor([1.0 / math.sqrt(f.fan_in) for f in full]))
+        self.register_buffer("calibrated", torch.tensor(False))
+        self._queries: dict[tuple, Queries] = {}
+        self._modules_by_shape: dict[tuple, nn.Module] = {}
+
+    # -- queries -------------------------------------------------------------------------------
+    def check_task(self, task: int) -> int:
+        if not 0 <= task < len(self.heads):
+            raise ConfigError(f"Task {task} does not exist; this generator knows tasks 0..{len(self.heads) - 1}.")
+        return int(task)
+
+    def queries(self, task: int, widths) -> Queries:
+        widths = self.layout.check_widths(widths)
+        key = (widths, self.heads[task])
+        if key not in self._queries:
+            shapes = self.layout.shapes(widths, self.heads[task])
+            full = self.layout.shapes(self.layout.widths, self.heads[task])
+            q = weight_queries(shapes, full)
+            self._queries[key] = q
+        q = self._queries[key]
+        device = self.inr.stem.weight.device
+        if q.coords.device != device:
+            q = Queries(q.coords.to(device), q.is_bias.to(device), q.spacing.to(device), q.layer.to(device), q.bounds)
+            self._queries[key] = q
+        return q
+
+    # -- generation ----------------------------------------------------------------------------
+    def raw_many(self, requests: list[Request], generator: torch.Generator | None = None) -> list[Weights]:
+        """The INR's unscaled outputs for several networks, from one pass over all their queries.
+        Raw outputs have about unit scale in every layer: losses compare them, not the weights."""
+        qs = [self.queries(self.check_task(r.task), r.widths) for r in requests]
+        coords = torch.cat([jitter(q.coords, q.spacing, r.noise, generator) for q, r in zip(qs, requests)])
+        device = coords.device
+        task = torch.cat([torch.full((len(q),), r.task, dtype=torch.long, device=device) for q, r in zip(qs, requests)])
+        h = self.inr.features(coords, torch.cat([q.is_bias for q in qs]), torch.cat([q.layer for q in qs]), task)
+        out, offset = [], 0
+        for q, r in zip(qs, requests):
+            shapes = self.layout.shapes(r.widths, self.heads[r.task])
+            layers = []
+            for l, ((start, mid, end), s) in enumerate(zip(q.bounds, shapes)):
+                raw = self.inr.outputs[l](h[offset + start: offset + end])
+                layers.append((raw[: mid - start].reshape(s.weight_shape), raw[mid - start:, 0]))
+            out.append(layers)
+            offset += len(q)
+        return out
+
+    def fan_in_ratios(self, request: Request) -> list[float]:
+        shapes = self.layout.shapes(request.widths, self.heads[request.task])
+        full = self.layout.shapes(self.layout.widths, self.heads[request.task])
+        return [f.fan_in / s.fan_in for s, f in zip(shapes, full)]
+
+    def scale(self, raw: Weights, request: Request) -> Weights:
+        """Raw outputs -> weights: per-layer scale, times full/actual fan-in for weights."""
+        ratios = self.fan_in_ratios(request)
+        return [(w * (self.w_scale[l] * ratios[l]), b * self.b_scale[l]) for l, (w, b) in enumerate(raw)]
+
+    def unscale(self, weights: Weights) -> Weights:
+        """Full-width weights -> the raw outputs that would produce them (reconstruction targets)."""
+        return [(w / self.w_scale[l], b / self.b_scale[l]) for l, (w, b) in enumerate(weights)]
+
+    @torch.no_grad()
+    def calibrate(self, weights: Weights) -> None:
+        """Set each layer's output scale to the spread of a trained full-width network's weights and
+        biases (done once, on the first teacher), so that raw targets have unit scale everywhere:
+        folded BatchNorm biases and 3x3 kernels differ by orders of magnitude."""
+        for l, (w, b) in enumerate(weights):
+            self.w_scale[l] = w.std().clamp_min(1e-6)
+            self.b_scale[l] = b.std().clamp_min(1e-6) if b.numel() > 1 else b.abs().clamp_min(1e-6).mean()
+        self.calibrated.fill_(True)
+
+    def weights_many(self, requests: list[Request], generator: torch.Generator | None = None) -> list[Weights]:
+        """Generate several networks with one pass of the INR over all their queries."""
+        return [self.scale(raw, r) for raw, r in zip(self.raw_many(requests, generator), requests)]
+
+    def weights(self, task: int, widths=None, noise: float = 0.0, samples: int = 1,
+                generator: torch.Generator | None = None) -> Weights:
+        """One network's weights; with ``samples`` > 1, the mean of that many jittered generations."""
+        widths = tuple(widths) if widths is not None else self.layout.widths
+        if samples <= 1:
+            return self.weights_many([Request(task, widths, noise)], generator)[0]
+        many = self.weights_many([Request(task, widths, noise)] * samples, generator)
+        return [(torch.stack([m[l][0] for m in many]).mean(0), torch.stack([m[l][1] for m in many]).mean(0))
+                for l in range(len(many[0]))]
+
+    def module_for(self, task: int, widths) -> nn.Module:
+        """A cached, parameter-free-to-us template of the target net (for ``functional_call``)."""
+        key = (tuple(widths), self.heads[task])
+        if key not in self._modules_by_shape:
+            self._modules_by_shape[key] = self.layout.build(widths, self.heads[task]).to(self.inr.stem.weight.device)
+        return self._modules_by_shape[key]
+
+    def run(self, weights: Weights, task: int, widths, x: torch.Tensor) -> torch.Tensor:
+        """Forward ``x`` through the target net with generated ``weights`` (gradients reach the INR)."""
+        keys = TargetLayout.state_keys(self.layout.depth)
+        params = {k: v for (kw, kb), (w, b) in zip(keys, weights) for k, v in ((kw, w), (kb, b))}
+        return functional_call(self.module_for(task, widths), params, (x,))
+
+    @torch.no_grad()
+    def generate(self, task: int, widths=None, *, fraction: float | None = None, budget: dict | None = None,
+                 samples: int = 1, noise: float = 0.0) -> nn.Module:
+        """An ordinary ``nn.Module`` for ``task`` (eval mode, no link to the generator).
+
+        Give at most one of ``widths`` (one per hidden layer), ``fraction`` of the full width, or
+        ``budget`` ({"params": n} and/or {"flops": n} per sample): the widest network that fits.
+        ``samples`` > 1 averages that many generations with coordinate ``noise`` (NeuMeta's K).
+        """
+        task = self.check_task(task)
+        if sum(v is not None for v in (widths, fraction, budget)) > 1:
+            raise ConfigError("Give at most one of widths, fraction or budget.")
+        if fraction is not None:
+            if not 0 < fraction <= 1:
+                raise ConfigError(f"fraction must be in (0, 1], got {fraction}.")
+            widths = self.layout.at_fraction(fraction)
+        elif budget is not None:
+            widths = widths_for_budget(self.layout, self.heads[task], budget)
+        widths = self.layout.check_widths(widths if widths is not None else self.layout.widths)
+        net = self.layout.build(widths, self.heads[task]).to(self.inr.stem.weight.device)
+        keys = TargetLayout.state_keys(self.layout.depth)
+        generated = self.weights(task, widths, noise if samples > 1 else 0.0, samples)
+        state = {k: v for (kw, kb), (w, b) in zip(keys, generated) for k, v in ((kw, w), (kb, b))}
+        net.load_state_dict(state)
+        return net.eval()
+
+
+def widths_for_budget(layout: TargetLayout, n_classes: int, budget: dict) -> tuple[int, ...]:
+    """The widest uniformly scaled network whose parameters and FLOPs per sample fit ``budget``."""
+    from neumeta_cl.morph.report import flops_per_sample
+
+    unknown = sorted(set(budget) - {"params", "flops"})
+    if unknown or not budget:
+        raise ConfigError(f"A budget takes `params` and/or `flops`, got {sorted(budget)}.")
+
+    def fits(widths) -> bool:
+        if "params" in budget and layout.param_count(widths, n_classes) > budget["params"]:
+            return False
+        if "flops" in budget and flops_per_sample(layout.build(widths, n_classes), layout.input_shape) > budget["flops"]:
+            return False
+        return True
+
+    top = layout.widths[0]
+    candidates = [layout.at_fraction(k / top) for k in range(1, top + 1)]
+    if not fits(candidates[0]):
+        raise ConfigError(f"The budget {budget} is below the smallest network of this family "
+                          f"(widths {list(candidates[0])}: {layout.param_count(candidates[0], n_classes)} parameters); "
+                          "raise it.")
+    lo, hi = 0, len(candidates) - 1  # candidates grow monotonically; binary search the last that fits
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if fits(candidates[mid]) else (lo, mid - 1)
+    return candidates[lo]

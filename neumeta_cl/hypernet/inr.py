@@ -1,0 +1,43 @@
+"""The implicit neural representation of weight space: coordinates (+ task) -> weight values.
+
+One shared residual MLP reads the Fourier-encoded coordinates of a weight, a learned embedding of
+its layer and a learned embedding of the task; one small linear output per layer returns the
+weight (or, for a convolution, the whole k x k kernel of a unit pair).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from neumeta_cl.hypernet.coords import encoded_dim, fourier_features
+
+
+class ResidualBlock(nn.Module):
+    def __init__(self, dim: int):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(dim, dim), nn.Linear(dim, dim)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return h + self.fc2(torch.relu(self.fc1(torch.relu(h))))
+
+
+class WeightINR(nn.Module):
+    def __init__(self, out_sizes: list[int], n_tasks: int, hidden: int = 128, n_blocks: int = 2, n_freqs: int = 6,
+                 layer_dim: int = 8, task_dim: int = 16):
+        super().__init__()
+        self.n_freqs = n_freqs
+        self.layer_emb = nn.Embedding(len(out_sizes), layer_dim)
+        # One embedding per task, as separate parameters: old tasks' embeddings are frozen by
+        # turning off their gradient, which an optimizer over one table could not do.
+        self.task_emb = nn.ParameterList(nn.Parameter(torch.randn(task_dim) * 0.1) for _ in range(n_tasks))
+        self.stem = nn.Linear(encoded_dim(n_freqs) + 1 + layer_dim + task_dim, hidden)
+        self.blocks = nn.Sequential(*(ResidualBlock(hidden) for _ in range(n_blocks)))
+        self.outputs = nn.ModuleList(nn.Linear(hidden, k) for k in out_sizes)
+
+    def features(self, coords: torch.Tensor, is_bias: torch.Tensor, layer: torch.Tensor,
+                 task: torch.Tensor) -> torch.Tensor:
+        """Hidden features of every query row; ``task`` holds one task id per row."""
+        emb = torch.stack(list(self.task_emb))[task]
+        x = torch.cat([fourier_features(coords, self.n_freqs), is_bias, self.layer_emb(layer), emb], 1)
+        return torch.relu(self.blocks(self.stem(x)))

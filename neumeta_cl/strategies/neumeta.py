@@ -1,0 +1,305 @@
+"""``neumeta``: one task-conditioned INR generates every task's network at any width.
+
+Per experience ``t`` (task-incremental: one head per task):
+
+1. *Teacher.* A full-width network of the target family is trained on the experience (Lightning),
+   its BatchNorm folded into its convolutions and its hidden units reordered along a shortest
+   Hamiltonian path (``hypernet.smoothing``), so that weights vary smoothly with unit position.
+2. *Old tasks' targets.* The weights the generator currently produces for every earlier task are
+   stored at every training width (von Oswald et al. 2020 store them at one size; NeuMeta's
+   promise is every size).
+3. *Training.* Each step generates task ``t``'s network twice, with coordinate noise: at full
+   width and at a width drawn from the training widths. The loss is
+
+     CE(full) + CE(drawn)                               task loss at two widths
+     + recon_weight * sum|w*| (w - w*)^2 / sum|w*| w*^2 magnitude-weighted, relative, full width
+     + l2_weight * mean(w^2)                             small weights
+     + reg_weight * mean_{k<t} sum (G(e_k, d') - G*(e_k, d'))^2   old tasks stay put at width d'
+
+   where ``w*`` is the smoothed teacher and ``d'`` another drawn width. Old task embeddings are
+   frozen; the new task's embedding and the INR train.
+
+``widths_unseen`` are held out of training, so the width sweep can show a width never sampled.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from neumeta_cl.data import TensorExperience
+from neumeta_cl.errors import ConfigError
+from neumeta_cl.hypernet.generator import NeuMetaGenerator, Request, Weights
+from neumeta_cl.hypernet.layout import TargetLayout
+from neumeta_cl.hypernet.smoothing import layer_weights, smooth, total_variation
+from neumeta_cl.nets.heads import MultiHead
+from neumeta_cl.strategies.base import ContinualModule, OptimConfig, Piece
+
+
+def flat(weights: Weights) -> torch.Tensor:
+    return torch.cat([t.reshape(-1) for wb in weights for t in wb])
+
+
+def reconstruction(raw: Weights, target: Weights) -> torch.Tensor:
+    """Magnitude-weighted squared error on unit-scale raw outputs, sum|t| (g - t)^2 / sum|t|:
+    large weights matter more (NeuMeta), and it is 0 for a perfect copy."""
+    g, t = flat(raw), flat(target)
+    m = t.abs()
+    return (m * (g - t).pow(2)).sum() / m.sum().clamp_min(1e-12)
+
+
+class GradClip(Piece):
+    """Clip the gradient norm before each step (INR training spikes when a new task starts)."""
+
+    def __init__(self, max_norm: float):
+        self.max_norm = max_norm
+
+    def after_backward(self, module) -> None:
+        if self.max_norm:
+            torch.nn.utils.clip_grad_norm_([p for p in module.parameters() if p.grad is not None], self.max_norm)
+
+
+class GeneratedNets(nn.Module):
+    """The view of the generator the runner evaluates: ``net(x, t)`` runs each task's generated
+    network at ``widths``. Generated weights are cached while the INR does not change."""
+
+    def __init__(self, generator: NeuMetaGenerator, samples: int = 1, noise: float = 0.0):
+        super().__init__()
+        self.generator = generator
+        self.eval_widths = tuple(generator.layout.widths)
+        self.samples, self.noise = samples, noise
+        self.version = 0  # bumped after every optimizer step
+        self._cache: dict = {}
+
+    @property
+    def widths(self) -> list[int]:
+        return list(self.eval_widths)
+
+    @property
+    def input_shape(self):
+        return self.generator.layout.input_shape
+
+    def task_weights(self, task: int) -> Weights:
+        if torch.is_grad_enabled():
+            return self.generator.weights(task, self.eval_widths, self.noise, self.samples)
+        key = (task, self.eval_widths, self.version)
+        if key not in self._cache:
+            self._cache = {k: v for k, v in self._cache.items() if k[2] == self.version}
+            self._cache[key] = self.generator.weights(task, self.eval_widths, self.noise, self.samples)
+        return self._cache[key]
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor | None = None) -> torch.Tensor:
+        if t is None:
+            raise ValueError("generated networks are per task; pass t (one task label per sample)")
+        tasks = t.unique().tolist()
+        if len(tasks) == 1:
+            task = int(tasks[0])
+            return self.generator.run(self.task_weights(task), task, self.eval_widths, x)
+        out = x.new_full((x.shape[0], max(self.generator.heads)), float("-inf"))
+        for task in tasks:
+            rows = t == task
+            logits = self.generator.run(self.task_weights(int(task)), int(task), self.eval_widths, x[rows])
+            out[rows, : logits.shape[1]] = logits
+        return out
+
+
+class NeuMeta(ContinualModule):
+    def __init__(self, net, optim: OptimConfig, *, batch_size: int = 128, seed: int = 0, hidden: int = 128,
+                 n_blocks: int = 2, n_freqs: int = 6, task_dim: int = 16, min_width: float = 0.25,
+                 widths_unseen: list[float] | None = None, coord_noise: float = 0.5, eval_samples: int = 1,
+                 recon_weight: float = 1.0, l2_weight: float = 1e-4, reg_weight: float = 1.0,
+                 teacher_epochs: int = 2, recon_steps: int = 300, clip_grad: float = 1.0,
+                 eval_fractions: list[float] | None = None):
+        if not isinstance(getattr(net, "head", None), MultiHead):
+            raise ConfigError("strategy=neumeta generates one network per task; use a task-incremental stream "
+                              "(benchmark.scenario=task).")
+        if not 0 < min_width <= 1:
+            raise ConfigError(f"strategy.min_width must be in (0, 1], got {min_width}.")
+        for key, value in (("coord_noise", coord_noise), ("recon_weight", recon_weight), ("l2_weight", l2_weight),
+                           ("reg_weight", reg_weight)):
+            if value < 0:
+                raise ConfigError(f"strategy.{key} must be non-negative, got {value}.")
+        if eval_samples < 1 or teacher_epochs < 0:
+            raise ConfigError("strategy.eval_samples must be >= 1 and strategy.teacher_epochs >= 0.")
+        layout = TargetLayout.from_net(net)
+        generator = NeuMetaGenerator(layout, net.head.sizes, hidden, n_blocks, n_freqs, task_dim=task_dim)
+        super().__init__(GeneratedNets(generator, eval_samples, coord_noise if eval_samples > 1 else 0.0), optim,
+                         batch_size=batch_size, seed=seed)
+        self.layout = layout
+        self.coord_noise, self.recon_weight, self.l2_weight, self.reg_weight = coord_noise, recon_weight, l2_weight, reg_weight
+        self.teacher_epochs, self.recon_steps, self.clip_grad = teacher_epochs, recon_steps, clip_grad
+        self.pieces.append(GradClip(clip_grad))
+        self.train_widths, self.unseen_widths = training_widths(layout, min_width, widths_unseen or [])
+        self.eval_fractions = list(eval_fractions if eval_fractions is not None else [0.25, 0.5, 0.75, 1.0])
+        for f in self.eval_fractions:
+            if not 0 < f <= 1:
+                raise ConfigError(f"strategy.eval_fractions must lie in (0, 1], got {f}.")
+        self.rng = random.Random(seed)
+        self.noise_gen = torch.Generator().manual_seed(seed)
+        self.teacher: Weights | None = None
+        self.old_targets: dict[tuple[int, tuple[int, ...]], torch.Tensor] = {}
+        self.trained: dict[int, torch.Tensor] = {}  # task -> its full-width weights when it finished
+        self.info: dict = {}
+
+    @property
+    def generator(self) -> NeuMetaGenerator:
+        return self.net.generator
+
+    # -- experience boundaries -----------------------------------------------------------------
+    def before_experience(self, experience: TensorExperience) -> None:
+        super().before_experience(experience)
+        task = experience.task_label
+        self.task = self.generator.check_task(task)
+        embeddings = self.generator.inr.task_emb
+        for k, emb in enumerate(embeddings):
+            emb.requires_grad_(k == task)
+        if self.trained and task not in self.trained:
+            # Start from the last task's network rather than a random one: a random embedding can
+            # generate a network whose ReLUs are all dead, from which the task loss cannot recover.
+            with torch.no_grad():
+                embeddings[task].copy_(embeddings[max(self.trained)])
+        self.info = {}
+        with torch.no_grad():  # what the generator says for old tasks now, at every training width
+            requests = [Request(k, w) for k in self.trained for w in self.train_widths]
+            raws = self.generator.raw_many(requests) if requests else []
+            self.old_targets = {(r.task, r.widths): flat(raw) for r, raw in zip(requests, raws)}
+        self.teacher = None
+        if self.recon_weight > 0 and self.teacher_epochs > 0:
+            self.teacher = self._train_teacher(experience)
+            if self.recon_steps:
+                self._fit_teacher()
+
+    def _train_teacher(self, experience: TensorExperience) -> Weights:
+        from neumeta_cl.runner.single import fit_experience
+
+        t0 = time.perf_counter()
+        device = self.generator.inr.stem.weight.device
+        torch.manual_seed(self.seed + 7919 * (experience.index + 1))
+        net = self.layout.build(self.layout.widths, self.generator.heads[self.task], batchnorm=self.layout.batchnorm)
+        accelerator = "gpu" if device.type == "cuda" else "cpu"
+        fit_experience(net, experience, epochs=self.teacher_epochs, optim=self.optim, batch_size=self.batch_size,
+                       seed=self.seed + 1000 * experience.index, accelerator=accelerator)
+        weights = layer_weights(net.cpu())
+        smoothed, _ = smooth(weights)
+        self.info.update(teacher_seconds=time.perf_counter() - t0, tv_before=total_variation(weights),
+                         tv_after=total_variation(smoothed))
+        smoothed = [(w.to(device), b.to(device)) for w, b in smoothed]
+        if not self.generator.calibrated:
+            self.generator.calibrate(smoothed)
+        return self.generator.unscale(smoothed)  # the raw outputs that would reproduce the teacher
+
+    def _fit_teacher(self) -> None:
+        """Warm start: reconstruction (and the old-task regulariser) only, no data. An INR pass over
+        one network's coordinates costs a fraction of a training step, so this is cheap."""
+        t0 = time.perf_counter()
+        params = [p for p in self.generator.parameters() if p.requires_grad]
+        opt = self.optim.build(params)
+        for _ in range(self.recon_steps):
+            raw, reg_width = self._generate(noise=self.coord_noise, drawn=False)
+            loss = reconstruction(raw[0], self.teacher) + self._old_task_penalty(raw[1:], reg_width)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, self.clip_grad)
+            opt.step()
+        with torch.no_grad():
+            raw = self.generator.raw_many([Request(self.task, tuple(self.layout.widths))])[0]
+            err = float(reconstruction(raw, self.teacher))
+        self.net.version += 1
+        self.info.update(recon_seconds=time.perf_counter() - t0, recon_error=err)
+
+    def after_experience(self, experience: TensorExperience) -> None:
+        super().after_experience(experience)
+        with torch.no_grad():
+            self.trained[self.task] = flat(self.generator.weights(self.task)).detach()
+        self.net.version += 1
+
+    def experience_info(self) -> dict:
+        drift = self.weight_drift()
+        info = dict(self.info)
+        info["weight_drift"] = {str(k): v for k, v in drift.items()}
+        info["scalars"] = {f"drift/task{k}": v for k, v in drift.items()}
+        info["stored_params"] = sum(p.numel() for p in self.generator.parameters())
+        return info
+
+    @torch.no_grad()
+    def weight_drift(self) -> dict[int, float]:
+        """L2 distance of each finished task's full-width generated weights from when it was trained."""
+        return {k: float((flat(self.generator.weights(k)) - w).norm()) for k, w in self.trained.items()}
+
+    def experience_hooks(self) -> list:
+        from neumeta_cl.callbacks.widths import WidthSweep
+
+        return [WidthSweep(self.eval_fractions, self.unseen_fractions, samples=self.net.samples,
+                           noise=self.net.noise)]
+
+    @property
+    def unseen_fractions(self) -> list[float]:
+        top = self.layout.widths[0]
+        return [w[0] / top for w in self.unseen_widths]
+
+    # -- training ------------------------------------------------------------------------------
+    def _generate(self, noise: float, drawn: bool = True):
+        """Raw outputs for task t at full width (and at a drawn training width) and for the old
+        tasks at one drawn width, from one INR pass; also the requests and the old tasks' width."""
+        task, full = self.task, tuple(self.layout.widths)
+        requests = [Request(task, full, noise)]
+        if drawn:
+            requests.append(Request(task, self.rng.choice(self.train_widths), noise))
+        reg_width = self.rng.choice(self.train_widths)
+        requests += [Request(k, reg_width) for k in sorted(self.trained)]
+        self._requests = requests
+        return self.generator.raw_many(requests, self.noise_gen), reg_width
+
+    def _old_task_penalty(self, raws: list[Weights], width) -> torch.Tensor | float:
+        """von Oswald et al.'s output regulariser, on unit-scale raw outputs (mean over weights)."""
+        if not raws or not self.reg_weight:
+            return 0.0
+        old = sorted(self.trained)
+        reg = sum((flat(r) - self.old_targets[(k, width)]).pow(2).mean() for k, r in zip(old, raws))
+        return self.reg_weight * reg / len(old)
+
+    def compute_loss(self, batch) -> torch.Tensor:
+        x, y, _ = batch
+        raws, reg_width = self._generate(self.coord_noise)
+        full, drawn = self._requests[0], self._requests[1]
+        w_full = self.generator.scale(raws[0], full)
+        loss = F.cross_entropy(self.generator.run(w_full, self.task, full.widths, x), y)
+        w_drawn = self.generator.scale(raws[1], drawn)
+        loss = loss + F.cross_entropy(self.generator.run(w_drawn, self.task, drawn.widths, x), y)
+        if self.teacher is not None:
+            loss = loss + self.recon_weight * reconstruction(raws[0], self.teacher)
+        if self.l2_weight:
+            loss = loss + self.l2_weight * flat(raws[0]).pow(2).mean()
+        return loss + self._old_task_penalty(raws[2:], reg_width)
+
+    def training_step(self, batch, batch_idx):
+        loss = super().training_step(batch, batch_idx)
+        self.net.version += 1
+        return loss
+
+    # -- deployment ----------------------------------------------------------------------------
+    def generate(self, task: int, widths=None, *, fraction: float | None = None, budget: dict | None = None) -> nn.Module:
+        """An ordinary ``nn.Module`` for ``task`` at the given widths / fraction / budget."""
+        return self.generator.generate(task, widths, fraction=fraction, budget=budget, samples=self.net.samples,
+                                       noise=self.net.noise)
+
+
+def training_widths(layout: TargetLayout, min_width: float, unseen: list[float]):
+    """Width configurations sampled in training (uniformly scaled, first layer from
+    ceil(min_width * W0) to W0 units) and the held-out ones (never sampled)."""
+    top = layout.widths[0]
+    all_widths = [layout.at_fraction(k / top) for k in range(max(1, math.ceil(min_width * top)), top + 1)]
+    held = []
+    for f in unseen:
+        if not 0 < f < 1:
+            raise ConfigError(f"strategy.widths_unseen must lie in (0, 1), got {f}.")
+        held.append(layout.at_fraction(f))
+    train = [w for w in all_widths if w not in held]
+    if layout.widths not in train:
+        raise ConfigError("The full width cannot be held out; remove 1.0 from strategy.widths_unseen.")
+    return train, held
