@@ -1,0 +1,1 @@
+"""NeuMeta's hypernetwork: weight coordinates, the INR over them, TSP smoothing, the generator."""
