@@ -78,8 +78,11 @@ def plan(spec: dict, extra: list[str]) -> list[tuple[str, int, list[str]]]:
 
 
 def run_experiment(name_or_path: str, extra_overrides: list[str] | None = None, out_root: str = "runs",
-                   on_run_done=None) -> ExperimentResult:
+                   on_run_done=None, seeds: list[int] | None = None) -> ExperimentResult:
+    """Run every (strategy, seed) of the experiment; ``seeds`` replaces the experiment's own."""
     spec = load_experiment(name_or_path)
+    if seeds:
+        spec["seeds"] = list(seeds)
     jobs = plan(spec, list(extra_overrides or []))
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     out_dir = Path(out_root) / f"{spec['name']}-{stamp}"

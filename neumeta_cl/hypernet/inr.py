@@ -30,7 +30,7 @@ class WeightINR(nn.Module):
         self.layer_emb = nn.Embedding(len(out_sizes), layer_dim)
         # One embedding per task, as separate parameters: old tasks' embeddings are frozen by
         # turning off their gradient, which an optimizer over one table could not do.
-        self.task_emb = nn.ParameterList(nn.Parameter(torch.randn(task_dim) * 0.1) for _ in range(n_tasks))
+        self.task_emb = nn.ParameterList(nn.Parameter(torch.randn(task_dim)) for _ in range(n_tasks))
         self.stem = nn.Linear(encoded_dim(n_freqs) + 1 + layer_dim + task_dim, hidden)
         self.blocks = nn.Sequential(*(ResidualBlock(hidden) for _ in range(n_blocks)))
         self.outputs = nn.ModuleList(nn.Linear(hidden, k) for k in out_sizes)

@@ -8,10 +8,11 @@ Per experience ``t`` (task-incremental: one head per task):
 2. *Old tasks' targets.* The weights the generator currently produces for every earlier task are
    stored at every training width (von Oswald et al. 2020 store them at one size; NeuMeta's
    promise is every size).
-3. *Training.* Each step generates task ``t``'s network twice, with coordinate noise: at full
-   width and at a width drawn from the training widths. The loss is
+3. *Training.* Each step generates task ``t``'s network three times, with coordinate noise: at
+   full width, at the narrowest training width and at a width drawn from the training widths.
+   The learning rate decays to zero over the experience (cosine). The loss is
 
-     CE(full) + CE(drawn)                               task loss at two widths
+     CE(full) + CE(narrowest) + CE(drawn)               task loss at three widths (sandwich rule)
      + recon_weight * sum|w*| (w - w*)^2 / sum|w*| w*^2 magnitude-weighted, relative, full width
      + l2_weight * mean(w^2)                             small weights
      + reg_weight * mean_{k<t} sum (G(e_k, d') - G*(e_k, d'))^2   old tasks stay put at width d'
@@ -112,8 +113,8 @@ class NeuMeta(ContinualModule):
     def __init__(self, net, optim: OptimConfig, *, batch_size: int = 128, seed: int = 0, hidden: int = 128,
                  n_blocks: int = 2, n_freqs: int = 6, task_dim: int = 16, min_width: float = 0.25,
                  widths_unseen: list[float] | None = None, coord_noise: float = 0.5, eval_samples: int = 1,
-                 recon_weight: float = 1.0, l2_weight: float = 1e-4, reg_weight: float = 1.0,
-                 teacher_epochs: int = 2, recon_steps: int = 300, clip_grad: float = 1.0,
+                 recon_weight: float = 1.0, l2_weight: float = 1e-4, reg_weight: float = 10.0,
+                 teacher_epochs: int = 1, teachers: str = "every", task_init: str = "random", recon_steps: int = 300, clip_grad: float = 1.0,
                  eval_fractions: list[float] | None = None):
         if not isinstance(getattr(net, "head", None), MultiHead):
             raise ConfigError("strategy=neumeta generates one network per task; use a task-incremental stream "
@@ -132,7 +133,12 @@ class NeuMeta(ContinualModule):
                          batch_size=batch_size, seed=seed)
         self.layout = layout
         self.coord_noise, self.recon_weight, self.l2_weight, self.reg_weight = coord_noise, recon_weight, l2_weight, reg_weight
-        self.teacher_epochs, self.recon_steps, self.clip_grad = teacher_epochs, recon_steps, clip_grad
+        if task_init not in ("random", "previous"):
+            raise ConfigError(f"strategy.task_init must be 'random' or 'previous', got '{task_init}'.")
+        self.task_init = task_init
+        if teachers not in ("every", "first"):
+            raise ConfigError(f"strategy.teachers must be 'every' or 'first', got '{teachers}'.")
+        self.teacher_epochs, self.teachers, self.recon_steps, self.clip_grad = teacher_epochs, teachers, recon_steps, clip_grad
         self.pieces.append(GradClip(clip_grad))
         self.train_widths, self.unseen_widths = training_widths(layout, min_width, widths_unseen or [])
         self.eval_fractions = list(eval_fractions if eval_fractions is not None else [0.25, 0.5, 0.75, 1.0])
@@ -158,7 +164,7 @@ class NeuMeta(ContinualModule):
         embeddings = self.generator.inr.task_emb
         for k, emb in enumerate(embeddings):
             emb.requires_grad_(k == task)
-        if self.trained and task not in self.trained:
+        if self.task_init == "previous" and self.trained and task not in self.trained:
             # Start from the last task's network rather than a random one: a random embedding can
             # generate a network whose ReLUs are all dead, from which the task loss cannot recover.
             with torch.no_grad():
@@ -169,7 +175,8 @@ class NeuMeta(ContinualModule):
             raws = self.generator.raw_many(requests) if requests else []
             self.old_targets = {(r.task, r.widths): flat(raw) for r, raw in zip(requests, raws)}
         self.teacher = None
-        if self.recon_weight > 0 and self.teacher_epochs > 0:
+        wants_teacher = self.teachers == "every" or (self.teachers == "first" and not self.trained)
+        if self.recon_weight > 0 and self.teacher_epochs > 0 and wants_teacher:
             self.teacher = self._train_teacher(experience)
             if self.recon_steps:
                 self._fit_teacher()
@@ -248,7 +255,8 @@ class NeuMeta(ContinualModule):
         tasks at one drawn width, from one INR pass; also the requests and the old tasks' width."""
         task, full = self.task, tuple(self.layout.widths)
         requests = [Request(task, full, noise)]
-        if drawn:
+        if drawn:  # the sandwich rule (Yu & Huang 2019): the narrowest width and a random one
+            requests.append(Request(task, self.train_widths[0], noise))
             requests.append(Request(task, self.rng.choice(self.train_widths), noise))
         reg_width = self.rng.choice(self.train_widths)
         requests += [Request(k, reg_width) for k in sorted(self.trained)]
@@ -266,21 +274,28 @@ class NeuMeta(ContinualModule):
     def compute_loss(self, batch) -> torch.Tensor:
         x, y, _ = batch
         raws, reg_width = self._generate(self.coord_noise)
-        full, drawn = self._requests[0], self._requests[1]
-        w_full = self.generator.scale(raws[0], full)
-        loss = F.cross_entropy(self.generator.run(w_full, self.task, full.widths, x), y)
-        w_drawn = self.generator.scale(raws[1], drawn)
-        loss = loss + F.cross_entropy(self.generator.run(w_drawn, self.task, drawn.widths, x), y)
+        loss = 0.0
+        for raw, request in zip(raws[:3], self._requests[:3]):  # full, narrowest, random width
+            weights = self.generator.scale(raw, request)
+            loss = loss + F.cross_entropy(self.generator.run(weights, self.task, request.widths, x), y)
         if self.teacher is not None:
             loss = loss + self.recon_weight * reconstruction(raws[0], self.teacher)
         if self.l2_weight:
             loss = loss + self.l2_weight * flat(raws[0]).pow(2).mean()
-        return loss + self._old_task_penalty(raws[2:], reg_width)
+        return loss + self._old_task_penalty(raws[3:], reg_width)
 
     def training_step(self, batch, batch_idx):
         loss = super().training_step(batch, batch_idx)
+        self.lr_schedulers().step()
         self.net.version += 1
         return loss
+
+    def configure_optimizers(self):
+        # Cosine decay to zero over each experience: the INR ends the experience settled, which is
+        # the state the old-task regulariser then anchors.
+        opt = super().configure_optimizers()
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        return {"optimizer": opt, "lr_scheduler": torch.optim.lr_scheduler.CosineAnnealingLR(opt, total)}
 
     # -- deployment ----------------------------------------------------------------------------
     def generate(self, task: int, widths=None, *, fraction: float | None = None, budget: dict | None = None) -> nn.Module:
