@@ -2,7 +2,7 @@
 
     python scripts/neumeta_widths.py                    # 3 seeds (about 10 minutes each on 2 cores)
     python scripts/neumeta_widths.py --seeds 0          # one seed
-    python scripts/neumeta_widths.py --from runs/neumeta_widths-<stamp>   # re-read a finished run
+    python scripts/neumeta_widths.py --from runs/neumeta_widths-<stamp> [...]   # re-read finished runs
     python scripts/neumeta_widths.py --quick            # a smoke run on digits (tests use it)
 
 For every seed, every task and every evaluated width (the strategy's ``eval_fractions`` and its
@@ -26,8 +26,8 @@ import numpy as np
 
 os.environ.setdefault("WANDB_SILENT", "true")
 
-QUICK = ["benchmark=split_digits", "model.channels=[8,16]", "train.epochs=1", "strategy.teacher_epochs=1",
-         "strategy.recon_steps=20", "strategy.hidden=32", "logger.mode=disabled"]
+QUICK = ["benchmark=split_digits", "model.channels=[8,16]", "train.epochs=6", "train.batch_size=32", "train.lr=0.003",
+         "strategy.teacher_epochs=2", "strategy.recon_steps=100", "strategy.hidden=64", "logger.mode=disabled"]
 
 
 def train_individuals(cfg, fractions: list[float]) -> dict:
@@ -59,7 +59,7 @@ def train_individuals(cfg, fractions: list[float]) -> dict:
             fit_experience(net, train, epochs=t.epochs, optim=optim, batch_size=t.batch_size, seed=cfg.seed + 1000 * j,
                            accelerator=t.accelerator)
             accs.append(tensor_accuracy(net, test.x, test.y, batch_size=t.eval_batch_size))
-            params.append(sum(p.numel() for p in net.parameters()))
+            params.append(layout.param_count(widths, stream.heads[j]))  # deployed: BatchNorm folded away
         out["accuracy"].append(accs)
         out["params"].append(params)
         out["widths"].append(list(widths))
@@ -112,6 +112,7 @@ def figures(results: list[dict], individuals: list[dict], seconds_per_seed: list
         "gen_ms_full": round(full["gen_ms"], 2),
         "minutes_per_seed": round(float(np.mean(seconds_per_seed)) / 60, 2),
         "seeds": len(results),
+        "stream": f"{results[0]['stream']['name']} ({results[0]['stream']['scenario']}-incremental)",
         "targets": targets,
         "rows": {f"{f:g}": {k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}
                  for f, row in rows.items()},
@@ -121,8 +122,8 @@ def figures(results: list[dict], individuals: list[dict], seconds_per_seed: list
 def render(figs: dict):
     from rich.table import Table
 
-    table = Table(title="NeuMeta at any width · Split-Fashion-MNIST task-IL · mean ± std over seeds "
-                        "(accuracy on all 5 tasks after the whole stream)")
+    table = Table(title=f"NeuMeta at any width · {figs['stream']} · mean ± std over {figs['seeds']} seed(s) "
+                        "(accuracy on every task after the whole stream)")
     for col in ("width", "channels", "params / net", "NeuMeta", "individual", "gap (pts)", "gen ms"):
         table.add_column(col, justify="right")
     for f, row in sorted(figs["rows"].items(), key=lambda kv: float(kv[0])):
@@ -135,7 +136,8 @@ def render(figs: dict):
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--from", dest="from_dir", help="an existing neumeta_widths output folder to summarise")
+    p.add_argument("--from", dest="from_dirs", nargs="+",
+                   help="neumeta_widths output folder(s) to summarise together (e.g. seeds run in parallel)")
     p.add_argument("--seeds", nargs="+", type=int, help="override the experiment's seeds")
     p.add_argument("--quick", action="store_true", help="a smoke run on scikit-learn digits, one seed")
     p.add_argument("--out", default="runs")
@@ -147,9 +149,12 @@ def main(argv=None) -> dict:
     from neumeta_cl.report import table
     from neumeta_cl.tracking.results import load_results, write_json_atomic
 
-    if args.from_dir:
-        out = Path(args.from_dir)
-        saved = json.loads((out / "individual.json").read_text())
+    if args.from_dirs:
+        out = Path(args.from_dirs[0])
+        saved = {"runs": [], "individuals": [], "seconds_per_seed": []}
+        for folder in args.from_dirs:
+            for key, values in json.loads((Path(folder) / "individual.json").read_text()).items():
+                saved[key] += values
     else:
         spec = load_experiment("neumeta_widths")
         extra = [*(QUICK if args.quick else []), *args.overrides, "train.progress_bar=false"]

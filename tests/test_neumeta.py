@@ -100,3 +100,30 @@ def test_old_task_weights_stay_put_under_the_regulariser(tmp_path):
     assert held < 0.05 * free, (held, free)  # the regulariser, not chance, keeps task 0 in place
     assert held ** 0.5 < 0.1  # RMS change under 10% of the unit output scale, at every training width
     assert acc_after >= acc_before - 0.02
+
+
+def test_neumeta_widths_script_quick(tmp_path, capsys):
+    """scripts/neumeta_widths.py --quick: NeuMeta and every individually trained baseline on digits."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "neumeta_widths.py"
+    spec = importlib.util.spec_from_file_location("neumeta_widths", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    figs = mod.main(["--quick", "--out", str(tmp_path)])
+    last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert last == json.loads(json.dumps(figs))
+    for key in ("acc_full", "acc_full_upper", "bwt", "acc_by_width", "unseen_width", "stored_params",
+                "individual_params_total", "gen_ms_full", "minutes_per_seed", "targets"):
+        assert key in last, key
+    assert set(last["acc_by_width"]) == {"0.25", "0.5", "0.625", "0.75", "1"}
+    assert last["unseen_width"][0]["widths"] == [5, 10]
+    # CNN [w, 2w] on 8x8 digits, 2 classes, BatchNorm folded: 10w + (18w^2 + 2w) + (4w + 2), 5 tasks.
+    expected = 5 * sum(10 * w + 18 * w * w + 2 * w + 4 * w + 2 for w in (2, 4, 5, 6, 8))
+    assert last["individual_params_total"] == expected
+    assert last["acc_full_upper"] > 0.85 and last["acc_full"] > 0.75
+    assert 0 < last["gen_ms_full"] < 1000
+    # --from re-reads the saved run and gives the same figures
+    out_dir = next(tmp_path.glob("neumeta_widths-*"))
+    again = mod.main(["--from", str(out_dir)])
+    assert again["acc_by_width"] == last["acc_by_width"] and again["stored_params"] == last["stored_params"]
