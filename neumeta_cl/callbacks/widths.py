@@ -1,8 +1,9 @@
 """After every experience, evaluate every seen task's generated network at a list of widths.
 
-The record (``experiences[i]["widths"]`` in results.json, ``width/...`` in W&B) holds, per width,
-the accuracy on each seen task's test data and the time to generate that task's network. A width
-held out of training is marked ``unseen``.
+The record (``experiences[i]["widths_eval"]`` in results.json, ``width/...`` and the
+``accuracy_by_width`` table in W&B) holds, per width, the accuracy on each seen task's test data
+and the median time to generate that task's network. A width held out of training is marked
+``unseen``. The generator is saved next to results.json (``generator.pt``) after every experience.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from neumeta_cl.runner.hooks import ExperienceHook
 
 class WidthSweep(ExperienceHook):
     def __init__(self, fractions: list[float], unseen: list[float] | None = None, samples: int = 1,
-                 noise: float = 0.0, eval_batch_size: int = 1024):
+                 noise: float = 0.0, eval_batch_size: int = 1024, checkpoint=None):
+        self.checkpoint = checkpoint
         self.unseen = [float(f) for f in (unseen or [])]
         self.fractions = sorted({float(f) for f in [*fractions, *self.unseen]})
         self.samples, self.noise, self.eval_batch_size = samples, noise, eval_batch_size
@@ -38,3 +40,9 @@ class WidthSweep(ExperienceHook):
                          "params": sum(p.numel() for p in net.parameters()), "accuracy": accs,
                          "acc_seen": float(np.mean(accs)), "gen_ms": float(np.median(ms))})
         runner.outcome.experiences[-1]["widths_eval"] = rows
+        if self.checkpoint is not None:  # the generator after every experience: deployable at any width
+            from neumeta_cl.hypernet.generator import save_generator
+
+            self.checkpoint.parent.mkdir(parents=True, exist_ok=True)
+            save_generator(generator, self.checkpoint)
+            runner.outcome.experiences[-1]["generator"] = str(self.checkpoint)

@@ -38,12 +38,14 @@ class Request:
 
 class NeuMetaGenerator(nn.Module):
     def __init__(self, layout: TargetLayout, heads: list[int], hidden: int = 128, n_blocks: int = 2, n_freqs: int = 6,
-                 layer_dim: int = 8, task_dim: int = 16):
+                 layer_dim: int = 8, task_dim: int = 16, film: bool = True):
         super().__init__()
+        self.arch = {"hidden": hidden, "n_blocks": n_blocks, "n_freqs": n_freqs, "layer_dim": layer_dim,
+                     "task_dim": task_dim, "film": film}
         self.layout, self.heads = layout, list(heads)
         kernel = layout.shapes(layout.widths, max(heads))
         self.inr = WeightINR([s.kernel_numel for s in kernel], len(heads), hidden, n_blocks, n_freqs, layer_dim,
-                             task_dim)
+                             task_dim, film)
         full = layout.shapes(layout.widths, max(heads))
         # Output scales per layer (see ``calibrate``); until then 1/sqrt(full fan-in).
         self.register_buffer("w_scale", torch.tensor([1.0 / math.sqrt(f.fan_in) for f in full]))
@@ -169,6 +171,28 @@ class NeuMetaGenerator(nn.Module):
         state = {k: v for (kw, kb), (w, b) in zip(keys, generated) for k, v in ((kw, w), (kb, b))}
         net.load_state_dict(state)
         return net.eval()
+
+
+def save_generator(generator: NeuMetaGenerator, path) -> None:
+    """Everything ``load_generator`` needs: the target family, the heads, the INR and its weights."""
+    from dataclasses import asdict
+
+    torch.save({"layout": asdict(generator.layout), "heads": generator.heads, "arch": generator.arch,
+                "state_dict": generator.state_dict()}, path)
+
+
+def load_generator(path) -> NeuMetaGenerator:
+    """A generator saved by a ``neumeta`` run (``runs/<run>/generator.pt``), ready to ``generate``."""
+    from pathlib import Path
+
+    if not Path(path).exists():
+        raise ConfigError(f"No generator at {path}; a neumeta run saves one as runs/<run-name>/generator.pt.")
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    layout = saved["layout"]
+    layout = TargetLayout(**{**layout, "input_shape": tuple(layout["input_shape"]), "widths": tuple(layout["widths"])})
+    generator = NeuMetaGenerator(layout, saved["heads"], **saved["arch"])
+    generator.load_state_dict(saved["state_dict"])
+    return generator.eval()
 
 
 def widths_for_budget(layout: TargetLayout, n_classes: int, budget: dict) -> tuple[int, ...]:

@@ -24,7 +24,7 @@ class ResidualBlock(nn.Module):
 
 class WeightINR(nn.Module):
     def __init__(self, out_sizes: list[int], n_tasks: int, hidden: int = 128, n_blocks: int = 2, n_freqs: int = 6,
-                 layer_dim: int = 8, task_dim: int = 16):
+                 layer_dim: int = 8, task_dim: int = 16, film: bool = True):
         super().__init__()
         self.n_freqs = n_freqs
         self.layer_emb = nn.Embedding(len(out_sizes), layer_dim)
@@ -32,12 +32,25 @@ class WeightINR(nn.Module):
         # turning off their gradient, which an optimizer over one table could not do.
         self.task_emb = nn.ParameterList(nn.Parameter(torch.randn(task_dim)) for _ in range(n_tasks))
         self.stem = nn.Linear(encoded_dim(n_freqs) + 1 + layer_dim + task_dim, hidden)
-        self.blocks = nn.Sequential(*(ResidualBlock(hidden) for _ in range(n_blocks)))
+        self.blocks = nn.ModuleList(ResidualBlock(hidden) for _ in range(n_blocks))
+        # FiLM (Perez et al. 2018): the task also scales and shifts every block's features, so a
+        # task can reshape the shared features rather than only nudge the first layer's input.
+        self.film = nn.Linear(task_dim, 2 * hidden * n_blocks) if film else None
+        if self.film is not None:
+            nn.init.zeros_(self.film.weight)
+            nn.init.zeros_(self.film.bias)
         self.outputs = nn.ModuleList(nn.Linear(hidden, k) for k in out_sizes)
 
     def features(self, coords: torch.Tensor, is_bias: torch.Tensor, layer: torch.Tensor,
                  task: torch.Tensor) -> torch.Tensor:
         """Hidden features of every query row; ``task`` holds one task id per row."""
-        emb = torch.stack(list(self.task_emb))[task]
+        table = torch.stack(list(self.task_emb))
+        emb = table[task]
         x = torch.cat([fourier_features(coords, self.n_freqs), is_bias, self.layer_emb(layer), emb], 1)
-        return torch.relu(self.blocks(self.stem(x)))
+        h = self.stem(x)
+        film = self.film(table)[task].chunk(2 * len(self.blocks), 1) if self.film is not None else None
+        for i, block in enumerate(self.blocks):
+            h = block(h)
+            if film is not None:
+                h = h * (1 + film[2 * i]) + film[2 * i + 1]
+        return torch.relu(h)

@@ -104,8 +104,9 @@ class ContinualModule(pl.LightningModule):
         """The batch the loss is computed on; replay appends buffered samples here."""
         return batch
 
-    def experience_hooks(self) -> list:
-        """Experience hooks the strategy brings to the runner (e.g. NeuMeta's width sweep)."""
+    def experience_hooks(self, run_dir=None) -> list:
+        """Experience hooks the strategy brings to the runner (e.g. NeuMeta's width sweep); files
+        they write go to ``run_dir``."""
         return []
 
     def compute_loss(self, batch) -> torch.Tensor:

@@ -5,6 +5,8 @@ Per experience ``t`` (task-incremental: one head per task):
 1. *Teacher.* A full-width network of the target family is trained on the experience (Lightning),
    its BatchNorm folded into its convolutions and its hidden units reordered along a shortest
    Hamiltonian path (``hypernet.smoothing``), so that weights vary smoothly with unit position.
+   ``recon_steps`` reconstruction-only steps (no data, cheap) then warm-start the new task.
+   ``teachers: first`` trains a teacher for the first experience only.
 2. *Old tasks' targets.* The weights the generator currently produces for every earlier task are
    stored at every training width (von Oswald et al. 2020 store them at one size; NeuMeta's
    promise is every size).
@@ -13,12 +15,14 @@ Per experience ``t`` (task-incremental: one head per task):
    The learning rate decays to zero over the experience (cosine). The loss is
 
      CE(full) + CE(narrowest) + CE(drawn)               task loss at three widths (sandwich rule)
-     + recon_weight * sum|w*| (w - w*)^2 / sum|w*| w*^2 magnitude-weighted, relative, full width
+     + recon_weight * sum|w*| (w - w*)^2 / sum|w*|      magnitude-weighted, full width
      + l2_weight * mean(w^2)                             small weights
-     + reg_weight * mean_{k<t} sum (G(e_k, d') - G*(e_k, d'))^2   old tasks stay put at width d'
+     + reg_weight * mean_{k<t, d in {full, d'}} mean (G(e_k, d) - G*(e_k, d))^2   old tasks stay put
 
-   where ``w*`` is the smoothed teacher and ``d'`` another drawn width. Old task embeddings are
-   frozen; the new task's embedding and the INR train.
+   where ``w*`` is the smoothed teacher and ``d'`` another drawn width. All three compare the INR's
+   raw outputs, which have unit scale in every layer (see ``hypernet.generator``). Old task
+   embeddings are frozen; the new task's embedding (random, as in von Oswald et al.) and the INR
+   train.
 
 ``widths_unseen`` are held out of training, so the width sweep can show a width never sampled.
 """
@@ -111,7 +115,7 @@ class GeneratedNets(nn.Module):
 
 class NeuMeta(ContinualModule):
     def __init__(self, net, optim: OptimConfig, *, batch_size: int = 128, seed: int = 0, hidden: int = 128,
-                 n_blocks: int = 2, n_freqs: int = 6, task_dim: int = 16, min_width: float = 0.25,
+                 n_blocks: int = 2, n_freqs: int = 6, task_dim: int = 16, film: bool = True, min_width: float = 0.25,
                  widths_unseen: list[float] | None = None, coord_noise: float = 0.5, eval_samples: int = 1,
                  recon_weight: float = 1.0, l2_weight: float = 1e-4, reg_weight: float = 10.0,
                  teacher_epochs: int = 1, teachers: str = "every", task_init: str = "random", recon_steps: int = 300, clip_grad: float = 1.0,
@@ -128,7 +132,7 @@ class NeuMeta(ContinualModule):
         if eval_samples < 1 or teacher_epochs < 0:
             raise ConfigError("strategy.eval_samples must be >= 1 and strategy.teacher_epochs >= 0.")
         layout = TargetLayout.from_net(net)
-        generator = NeuMetaGenerator(layout, net.head.sizes, hidden, n_blocks, n_freqs, task_dim=task_dim)
+        generator = NeuMetaGenerator(layout, net.head.sizes, hidden, n_blocks, n_freqs, task_dim=task_dim, film=film)
         super().__init__(GeneratedNets(generator, eval_samples, coord_noise if eval_samples > 1 else 0.0), optim,
                          batch_size=batch_size, seed=seed)
         self.layout = layout
@@ -238,11 +242,12 @@ class NeuMeta(ContinualModule):
         """L2 distance of each finished task's full-width generated weights from when it was trained."""
         return {k: float((flat(self.generator.weights(k)) - w).norm()) for k, w in self.trained.items()}
 
-    def experience_hooks(self) -> list:
+    def experience_hooks(self, run_dir=None) -> list:
         from neumeta_cl.callbacks.widths import WidthSweep
 
+        checkpoint = None if run_dir is None else run_dir / "generator.pt"
         return [WidthSweep(self.eval_fractions, self.unseen_fractions, samples=self.net.samples,
-                           noise=self.net.noise)]
+                           noise=self.net.noise, checkpoint=checkpoint)]
 
     @property
     def unseen_fractions(self) -> list[float]:
@@ -258,8 +263,10 @@ class NeuMeta(ContinualModule):
         if drawn:  # the sandwich rule (Yu & Huang 2019): the narrowest width and a random one
             requests.append(Request(task, self.train_widths[0], noise))
             requests.append(Request(task, self.rng.choice(self.train_widths), noise))
+        # Old tasks at full width (where the new task's loss and reconstruction push hardest) and at
+        # one drawn width.
         reg_width = self.rng.choice(self.train_widths)
-        requests += [Request(k, reg_width) for k in sorted(self.trained)]
+        requests += [Request(k, w) for k in sorted(self.trained) for w in (full, reg_width)]
         self._requests = requests
         return self.generator.raw_many(requests, self.noise_gen), reg_width
 
@@ -267,9 +274,9 @@ class NeuMeta(ContinualModule):
         """von Oswald et al.'s output regulariser, on unit-scale raw outputs (mean over weights)."""
         if not raws or not self.reg_weight:
             return 0.0
-        old = sorted(self.trained)
-        reg = sum((flat(r) - self.old_targets[(k, width)]).pow(2).mean() for k, r in zip(old, raws))
-        return self.reg_weight * reg / len(old)
+        keys = [(k, w) for k in sorted(self.trained) for w in (tuple(self.layout.widths), width)]
+        reg = sum((flat(r) - self.old_targets[key]).pow(2).mean() for key, r in zip(keys, raws))
+        return self.reg_weight * reg / len(keys)
 
     def compute_loss(self, batch) -> torch.Tensor:
         x, y, _ = batch
