@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-slow data bench compare bench-morph morph-vs-fixed install clean
+.PHONY: run test test-slow data bench compare bench-morph morph-vs-fixed neumeta-widths install clean
 
 install: $(STAMP)
 
@@ -37,6 +37,9 @@ bench-morph: $(STAMP) data
 
 morph-vs-fixed: $(STAMP) data
 	$(BIN)/python scripts/morph_vs_fixed.py
+
+neumeta-widths: $(STAMP) data
+	$(BIN)/python scripts/neumeta_widths.py
 
 clean:
 	rm -rf runs wandb .pytest_cache
