@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from neumeta_cl.errors import ConfigError
-from neumeta_cl.hypernet.coords import N_COORDS, encoded_dim, fourier_features, jitter, weight_queries
+from neumeta_cl.hypernet.coords import N_COORDS, encode, encoded_dim, fourier_features, jitter, weight_queries
 from neumeta_cl.hypernet.generator import NeuMetaGenerator, Request, widths_for_budget
 from neumeta_cl.hypernet.inr import WeightINR
 from neumeta_cl.hypernet.layout import TargetLayout
@@ -227,7 +227,7 @@ def test_weight_queries_rows_coordinates_and_flags(layout, widths):
 def test_fourier_features_hand_checked():
     x = torch.tensor([[0.25, 0.5, 0.0, 1.0, 0.125]])
     enc = fourier_features(x, 2)
-    assert enc.shape == (1, encoded_dim(2)) == (1, 25)
+    assert enc.shape == (1, 25)
     assert torch.equal(enc[0, :5], x[0])
     s2 = math.sqrt(0.5)
     # per column: sin(pi x), sin(2 pi x), cos(pi x), cos(2 pi x)
@@ -240,7 +240,15 @@ def test_fourier_features_hand_checked():
     ]
     assert enc[0, 5:].tolist() == pytest.approx(expected, abs=1e-6)
     assert torch.equal(fourier_features(x, 0), x)
-    assert fourier_features(torch.rand(7, N_COORDS), 6).shape == (7, encoded_dim(6))
+    assert fourier_features(torch.rand(7, N_COORDS), 6).shape == (7, 5 * 13)
+
+
+def test_encode_fourier_encodes_positions_and_keeps_sizes_raw():
+    x = torch.tensor([[0.25, 0.5, 0.0, 0.625, 0.5]])
+    enc = encode(x, 2)
+    assert enc.shape == (1, encoded_dim(2)) == (1, 3 * 5 + 2)
+    assert torch.equal(enc[0, :15], fourier_features(x[:, :3], 2)[0])
+    assert enc[0, 15:].tolist() == [0.625, 0.5]  # an unseen size is an input between seen ones
 
 
 def test_jitter_zero_is_identity_and_one_stays_in_the_cell():
@@ -323,6 +331,17 @@ def small_generator(layout=None, seed: int = 0) -> NeuMetaGenerator:
 @pytest.fixture
 def gen():
     return small_generator()
+
+
+def alive(g: NeuMetaGenerator) -> NeuMetaGenerator:
+    """Positive raw outputs (hence positive weights and biases): on positive inputs no ReLU of the
+    generated net is dead, so every generated weight reaches the output. A fresh INR's outputs
+    are small and smooth, and can leave a tiny generated net dead, which is not what these tests
+    are about."""
+    with torch.no_grad():
+        for out in g.inr.outputs:
+            out.bias.fill_(0.5)
+    return g
 
 
 @pytest.mark.parametrize("kind", ["mlp", "cnn"])
@@ -443,7 +462,8 @@ def test_generate_rejects_unknown_task(gen, task):
 
 def test_gradients_reach_the_inr_and_only_this_tasks_embedding(gen):
     task, widths = 1, (7, 3)
-    x = torch.randn(8, 1, 8, 8)
+    gen = alive(gen)
+    x = torch.randn(8, 1, 8, 8).abs()
     out = gen.run(gen.weights(task, widths, noise=0.5), task, widths, x)
     out.pow(2).sum().backward()
     emb = gen.inr.task_emb
@@ -484,6 +504,7 @@ def test_scale_keeps_preactivations_at_narrower_widths(gen):
 
 def test_samples_average_jittered_generations(gen):
     widths = (7, 3)
+    gen = alive(gen)
     averaged = gen.weights(1, widths, noise=0.5, samples=3, generator=torch.Generator().manual_seed(4))
     rng = torch.Generator().manual_seed(4)  # the same noise, drawn one generation at a time
     singles = [gen.weights(1, widths, noise=0.5, generator=rng) for _ in range(3)]
@@ -495,7 +516,7 @@ def test_samples_average_jittered_generations(gen):
     assert not torch.allclose(singles[0][0][0], singles[1][0][0])  # the noise does move the queries
     assert not torch.allclose(averaged[1][0], plain[1][0])
 
-    x = torch.randn(4, 1, 8, 8)
+    x = torch.randn(4, 1, 8, 8).abs()
     with torch.no_grad():
         one = gen.generate(1, widths=widths)(x)
         torch.manual_seed(0)

@@ -86,5 +86,17 @@ def fourier_features(x: torch.Tensor, n_freqs: int) -> torch.Tensor:
     return torch.cat([x, enc], -1)
 
 
+N_POSITIONS = 3  # layer, out position, in position: Fourier-encoded; the two sizes stay raw
+
+
+def encode(coords: torch.Tensor, n_freqs: int) -> torch.Tensor:
+    """The INR's view of a coordinate row: Fourier features of the positions, the sizes as they are.
+
+    Positions need high frequencies to tell 64 neighbouring units apart. Sizes must not get them:
+    a size never seen in training (an unseen width) should land between its neighbours, and
+    sin(2^5 pi s) of it would not."""
+    return torch.cat([fourier_features(coords[:, :N_POSITIONS], n_freqs), coords[:, N_POSITIONS:]], 1)
+
+
 def encoded_dim(n_freqs: int) -> int:
-    return N_COORDS * (1 + 2 * n_freqs)
+    return N_POSITIONS * (1 + 2 * n_freqs) + (N_COORDS - N_POSITIONS)

@@ -22,7 +22,7 @@ from torch import nn
 from torch.func import functional_call
 
 from neumeta_cl.errors import ConfigError
-from neumeta_cl.hypernet.coords import Queries, fourier_features, jitter, weight_queries
+from neumeta_cl.hypernet.coords import Queries, jitter, weight_queries
 from neumeta_cl.hypernet.inr import WeightINR
 from neumeta_cl.hypernet.layout import TargetLayout
 

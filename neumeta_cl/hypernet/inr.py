@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from neumeta_cl.hypernet.coords import encoded_dim, fourier_features
+from neumeta_cl.hypernet.coords import encode, encoded_dim
 
 
 class ResidualBlock(nn.Module):
@@ -46,7 +46,7 @@ class WeightINR(nn.Module):
         """Hidden features of every query row; ``task`` holds one task id per row."""
         table = torch.stack(list(self.task_emb))
         emb = table[task]
-        x = torch.cat([fourier_features(coords, self.n_freqs), is_bias, self.layer_emb(layer), emb], 1)
+        x = torch.cat([encode(coords, self.n_freqs), is_bias, self.layer_emb(layer), emb], 1)
         h = self.stem(x)
         film = self.film(table)[task].chunk(2 * len(self.blocks), 1) if self.film is not None else None
         for i, block in enumerate(self.blocks):
