@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 
 from neumeta_cl.errors import TrainingDiverged, UserError
 
@@ -13,6 +14,7 @@ examples:
   neumeta-cl run benchmark=split_fmnist strategy=ewc seed=3
   neumeta-cl run benchmark=split_digits benchmark.scenario=task model=cnn train.epochs=2
   neumeta-cl run strategy=replay strategy.buffer_size=1000 logger.mode=disabled
+  neumeta-cl run benchmark.scenario=task model=cnn strategy=neumeta train.optimizer=adam train.lr=0.001
   neumeta-cl experiment quickstart
 """
 
@@ -96,6 +98,8 @@ def _cmd_config(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("WANDB_SILENT", "true")
+    # qpsolvers (pulled in by Avalanche's GEM) warns on import that it found no solver; we use none.
+    warnings.filterwarnings("ignore", message="no QP solver found")
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command is None:

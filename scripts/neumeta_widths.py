@@ -19,12 +19,14 @@ import argparse
 import json
 import os
 import sys
+import warnings
 import time
 from pathlib import Path
 
 import numpy as np
 
 os.environ.setdefault("WANDB_SILENT", "true")
+warnings.filterwarnings("ignore", message="no QP solver found")  # Avalanche imports qpsolvers; we use none
 
 QUICK = ["benchmark=split_digits", "model.channels=[8,16]", "train.epochs=6", "train.batch_size=32", "train.lr=0.003",
          "strategy.teacher_epochs=2", "strategy.recon_steps=100", "strategy.hidden=64", "logger.mode=disabled"]
