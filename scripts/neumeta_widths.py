@@ -4,6 +4,8 @@
     python scripts/neumeta_widths.py --seeds 0          # one seed
     python scripts/neumeta_widths.py --from runs/neumeta_widths-<stamp> [...]   # re-read finished runs
     python scripts/neumeta_widths.py --quick            # a smoke run on digits (tests use it)
+    python scripts/neumeta_widths.py --baselines runs/neumeta_widths-<stamp> strategy.reg_weight=30
+                                                        # a NeuMeta variant against the same baselines
 
 For every seed, every task and every evaluated width (the strategy's ``eval_fractions`` and its
 held-out ``widths_unseen``), a network of that width is trained on that task alone, with the same
@@ -142,6 +144,9 @@ def main(argv=None) -> dict:
                    help="neumeta_widths output folder(s) to summarise together (e.g. seeds run in parallel)")
     p.add_argument("--seeds", nargs="+", type=int, help="override the experiment's seeds")
     p.add_argument("--quick", action="store_true", help="a smoke run on scikit-learn digits, one seed")
+    p.add_argument("--baselines", nargs="+", metavar="DIR",
+                   help="reuse the individually trained networks of earlier runs (same stream, model and training "
+                        "settings) for the seeds they cover; their training time still counts per seed")
     p.add_argument("--out", default="runs")
     p.add_argument("overrides", nargs="*", help="KEY=VALUE applied to every run")
     args = p.parse_args(argv)
@@ -151,13 +156,21 @@ def main(argv=None) -> dict:
     from neumeta_cl.report import table
     from neumeta_cl.tracking.results import load_results, write_json_atomic
 
-    if args.from_dirs:
-        out = Path(args.from_dirs[0])
+    def read_saved(folders) -> dict:
         saved = {"runs": [], "individuals": [], "seconds_per_seed": []}
-        for folder in args.from_dirs:
+        for folder in folders:
             for key, values in json.loads((Path(folder) / "individual.json").read_text()).items():
                 saved[key] += values
+        return saved
+
+    if args.from_dirs:
+        out = Path(args.from_dirs[0])
+        saved = read_saved(args.from_dirs)
     else:
+        reuse = {}
+        if args.baselines:
+            old = read_saved(args.baselines)
+            reuse = {load_results(r)["seed"]: ind for r, ind in zip(old["runs"], old["individuals"])}
         spec = load_experiment("neumeta_widths")
         extra = [*(QUICK if args.quick else []), *args.overrides, "train.progress_bar=false"]
         seeds = args.seeds or ([0] if args.quick else spec["seeds"])
@@ -170,9 +183,14 @@ def main(argv=None) -> dict:
             strategy = load_results(run.results_path)["config"]["strategy"]
             fractions = sorted({*map(float, strategy["eval_fractions"]), *map(float, strategy["widths_unseen"])})
             cfg = load([*spec["overrides"], *spec["strategies"]["neumeta"], f"seed={seed}", *extra])
-            saved["individuals"].append(train_individuals(cfg, fractions))
+            seconds = time.perf_counter() - t0
+            individuals = reuse.get(seed) or train_individuals(cfg, fractions)
+            if individuals["fractions"] != fractions:
+                raise SystemExit(f"--baselines: seed {seed} was trained at widths {individuals['fractions']}, "
+                                 f"this run evaluates {fractions}.")
+            saved["individuals"].append(individuals)
             saved["runs"].append(str(run.results_path))
-            saved["seconds_per_seed"].append(time.perf_counter() - t0)
+            saved["seconds_per_seed"].append(seconds + individuals["seconds"])
             write_json_atomic(out / "individual.json", saved)  # kept current: a stopped run loses no seed
     results = [load_results(p) for p in saved["runs"]]
     figs = figures(results, saved["individuals"], saved["seconds_per_seed"])
