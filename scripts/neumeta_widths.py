@@ -4,7 +4,7 @@
     python scripts/neumeta_widths.py --seeds 0          # one seed
     python scripts/neumeta_widths.py --from runs/neumeta_widths-<stamp> [...]   # re-read finished runs
     python scripts/neumeta_widths.py --quick            # a smoke run on digits (tests use it)
-    python scripts/neumeta_widths.py --baselines runs/neumeta_widths-<stamp> strategy.reg_weight=30
+    python scripts/neumeta_widths.py strategy.reg_weight=30 --baselines runs/neumeta_widths-<stamp>
                                                         # a NeuMeta variant against the same baselines
 
 For every seed, every task and every evaluated width (the strategy's ``eval_fractions`` and its

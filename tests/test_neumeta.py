@@ -141,6 +141,6 @@ def test_neumeta_widths_script_quick(tmp_path, capsys):
     again = mod.main(["--from", str(out_dir)])
     assert again["acc_by_width"] == last["acc_by_width"] and again["stored_params"] == last["stored_params"]
     # --baselines: a NeuMeta variant against the very same individually trained networks
-    variant = mod.main(["--quick", "--out", str(tmp_path / "variant"), "--baselines", str(out_dir),
-                        "strategy.reg_weight=0"])
+    variant = mod.main(["--quick", "--out", str(tmp_path / "variant"), "strategy.reg_weight=0",
+                        "--baselines", str(out_dir)])
     assert {f: v[1] for f, v in variant["acc_by_width"].items()} == {f: v[1] for f, v in last["acc_by_width"].items()}
