@@ -167,10 +167,11 @@ def main(argv=None) -> dict:
         out = Path(args.from_dirs[0])
         saved = read_saved(args.from_dirs)
     else:
-        reuse = {}
-        if args.baselines:
+        def reused(seed: int) -> dict | None:  # read when needed: those runs may still be finishing
+            if not args.baselines:
+                return None
             old = read_saved(args.baselines)
-            reuse = {load_results(r)["seed"]: ind for r, ind in zip(old["runs"], old["individuals"])}
+            return {load_results(r)["seed"]: ind for r, ind in zip(old["runs"], old["individuals"])}.get(seed)
         spec = load_experiment("neumeta_widths")
         extra = [*(QUICK if args.quick else []), *args.overrides, "train.progress_bar=false"]
         seeds = args.seeds or ([0] if args.quick else spec["seeds"])
@@ -184,7 +185,7 @@ def main(argv=None) -> dict:
             fractions = sorted({*map(float, strategy["eval_fractions"]), *map(float, strategy["widths_unseen"])})
             cfg = load([*spec["overrides"], *spec["strategies"]["neumeta"], f"seed={seed}", *extra])
             seconds = time.perf_counter() - t0
-            individuals = reuse.get(seed) or train_individuals(cfg, fractions)
+            individuals = reused(seed) or train_individuals(cfg, fractions)
             if individuals["fractions"] != fractions:
                 raise SystemExit(f"--baselines: seed {seed} was trained at widths {individuals['fractions']}, "
                                  f"this run evaluates {fractions}.")
