@@ -144,3 +144,25 @@ def test_neumeta_widths_script_quick(tmp_path, capsys):
     variant = mod.main(["--quick", "--out", str(tmp_path / "variant"), "strategy.reg_weight=0",
                         "--baselines", str(out_dir)])
     assert {f: v[1] for f, v in variant["acc_by_width"].items()} == {f: v[1] for f, v in last["acc_by_width"].items()}
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["benchmark.scenario=class"], "strategy=neumeta generates one network per task; use a task-incremental stream"),
+    (["strategy.min_width=0"], "strategy.min_width must be in (0, 1], got 0"),
+    (["strategy.widths_unseen=[1.0]"], "strategy.widths_unseen must lie in (0, 1), got 1.0"),
+    (["strategy.reg_weight=-1"], "strategy.reg_weight must be non-negative"),
+    (["strategy.eval_samples=0"], "strategy.eval_samples must be at least 1"),
+    (["strategy.teachers=all"], "strategy.teachers must be 'every' or 'first'"),
+    (["strategy.task_init=zeros"], "strategy.task_init must be 'random' or 'previous'"),
+    (["strategy.eval_fractions=[0.5,2]"], "strategy.eval_fractions must lie in (0, 1], got 2"),
+    (["strategy.hiden=64"], "Unknown config key 'strategy.hiden'"),
+])
+def test_neumeta_bad_input_is_one_sentence_and_exit_2(overrides, message, capsys, tmp_path):
+    from neumeta_cl.cli import main
+
+    base = ["benchmark=split_digits", "benchmark.scenario=task", "model=cnn", "strategy=neumeta"]
+    code = main(["run", *base, *overrides, "logger.mode=disabled", f"output_dir={tmp_path}"])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
+    assert not any(tmp_path.rglob("results.json"))  # refused before anything ran

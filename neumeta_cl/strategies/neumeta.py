@@ -115,40 +115,29 @@ class GeneratedNets(nn.Module):
 
 class NeuMeta(ContinualModule):
     def __init__(self, net, optim: OptimConfig, *, batch_size: int = 128, seed: int = 0, hidden: int = 128,
-                 n_blocks: int = 2, n_freqs: int = 6, task_dim: int = 16, film: bool = False, min_width: float = 0.25,
-                 widths_unseen: list[float] | None = None, coord_noise: float = 0.5, eval_samples: int = 1,
-                 recon_weight: float = 1.0, l2_weight: float = 1e-4, reg_weight: float = 10.0,
-                 teacher_epochs: int = 1, teachers: str = "every", task_init: str = "random", recon_steps: int = 300, clip_grad: float = 1.0,
-                 eval_fractions: list[float] | None = None):
+                 n_blocks: int = 2, n_freqs: int = 6, task_dim: int = 16, film: bool = False,
+                 min_width: float = 0.25, widths_unseen: list[float] | None = None, coord_noise: float = 0.5,
+                 eval_samples: int = 1, recon_weight: float = 1.0, l2_weight: float = 1e-4, reg_weight: float = 10.0,
+                 teacher_epochs: int = 1, teachers: str = "every", task_init: str = "random", recon_steps: int = 300,
+                 clip_grad: float = 1.0, eval_fractions: list[float] | None = None):
         if not isinstance(getattr(net, "head", None), MultiHead):
             raise ConfigError("strategy=neumeta generates one network per task; use a task-incremental stream "
                               "(benchmark.scenario=task).")
-        if not 0 < min_width <= 1:
-            raise ConfigError(f"strategy.min_width must be in (0, 1], got {min_width}.")
-        for key, value in (("coord_noise", coord_noise), ("recon_weight", recon_weight), ("l2_weight", l2_weight),
-                           ("reg_weight", reg_weight)):
-            if value < 0:
-                raise ConfigError(f"strategy.{key} must be non-negative, got {value}.")
-        if eval_samples < 1 or teacher_epochs < 0:
-            raise ConfigError("strategy.eval_samples must be >= 1 and strategy.teacher_epochs >= 0.")
+        eval_fractions = list(eval_fractions if eval_fractions is not None else [0.25, 0.5, 0.75, 1.0])
+        _check(min_width=min_width, coord_noise=coord_noise, recon_weight=recon_weight, l2_weight=l2_weight,
+               reg_weight=reg_weight, eval_samples=eval_samples, teacher_epochs=teacher_epochs, teachers=teachers,
+               task_init=task_init, eval_fractions=eval_fractions)
         layout = TargetLayout.from_net(net)
         generator = NeuMetaGenerator(layout, net.head.sizes, hidden, n_blocks, n_freqs, task_dim=task_dim, film=film)
         super().__init__(GeneratedNets(generator, eval_samples, coord_noise if eval_samples > 1 else 0.0), optim,
                          batch_size=batch_size, seed=seed)
         self.layout = layout
-        self.coord_noise, self.recon_weight, self.l2_weight, self.reg_weight = coord_noise, recon_weight, l2_weight, reg_weight
-        if task_init not in ("random", "previous"):
-            raise ConfigError(f"strategy.task_init must be 'random' or 'previous', got '{task_init}'.")
-        self.task_init = task_init
-        if teachers not in ("every", "first"):
-            raise ConfigError(f"strategy.teachers must be 'every' or 'first', got '{teachers}'.")
-        self.teacher_epochs, self.teachers, self.recon_steps, self.clip_grad = teacher_epochs, teachers, recon_steps, clip_grad
+        self.coord_noise, self.recon_weight, self.l2_weight = coord_noise, recon_weight, l2_weight
+        self.reg_weight, self.task_init, self.teachers = reg_weight, task_init, teachers
+        self.teacher_epochs, self.recon_steps, self.clip_grad = teacher_epochs, recon_steps, clip_grad
         self.pieces.append(GradClip(clip_grad))
         self.train_widths, self.unseen_widths = training_widths(layout, min_width, widths_unseen or [])
-        self.eval_fractions = list(eval_fractions if eval_fractions is not None else [0.25, 0.5, 0.75, 1.0])
-        for f in self.eval_fractions:
-            if not 0 < f <= 1:
-                raise ConfigError(f"strategy.eval_fractions must lie in (0, 1], got {f}.")
+        self.eval_fractions = eval_fractions
         self.rng = random.Random(seed)
         self.noise_gen = torch.Generator().manual_seed(seed)
         self.teacher: Weights | None = None
@@ -169,8 +158,8 @@ class NeuMeta(ContinualModule):
         for k, emb in enumerate(embeddings):
             emb.requires_grad_(k == task)
         if self.task_init == "previous" and self.trained and task not in self.trained:
-            # Start from the last task's network rather than a random one: a random embedding can
-            # generate a network whose ReLUs are all dead, from which the task loss cannot recover.
+            # Start from the last task's network. It works from step one, but the regulariser then
+            # holds the new task's outputs as firmly as the old one's: less plasticity in our runs.
             with torch.no_grad():
                 embeddings[task].copy_(embeddings[max(self.trained)])
         self.info = {}
@@ -309,6 +298,26 @@ class NeuMeta(ContinualModule):
         """An ordinary ``nn.Module`` for ``task`` at the given widths / fraction / budget."""
         return self.generator.generate(task, widths, fraction=fraction, budget=budget, samples=self.net.samples,
                                        noise=self.net.noise)
+
+
+def _check(*, min_width, coord_noise, recon_weight, l2_weight, reg_weight, eval_samples, teacher_epochs, teachers,
+           task_init, eval_fractions) -> None:
+    """Every strategy value a user can get wrong, as one-sentence errors."""
+    if not 0 < min_width <= 1:
+        raise ConfigError(f"strategy.min_width must be in (0, 1], got {min_width}.")
+    for key, value in (("coord_noise", coord_noise), ("recon_weight", recon_weight), ("l2_weight", l2_weight),
+                       ("reg_weight", reg_weight), ("teacher_epochs", teacher_epochs)):
+        if value < 0:
+            raise ConfigError(f"strategy.{key} must be non-negative, got {value}.")
+    if eval_samples < 1:
+        raise ConfigError(f"strategy.eval_samples must be at least 1, got {eval_samples}.")
+    if teachers not in ("every", "first"):
+        raise ConfigError(f"strategy.teachers must be 'every' or 'first', got '{teachers}'.")
+    if task_init not in ("random", "previous"):
+        raise ConfigError(f"strategy.task_init must be 'random' or 'previous', got '{task_init}'.")
+    for f in eval_fractions:
+        if not 0 < f <= 1:
+            raise ConfigError(f"strategy.eval_fractions must lie in (0, 1], got {f}.")
 
 
 def training_widths(layout: TargetLayout, min_width: float, unseen: list[float]):
