@@ -31,7 +31,8 @@ os.environ.setdefault("WANDB_SILENT", "true")
 warnings.filterwarnings("ignore", message="no QP solver found")  # Avalanche imports qpsolvers; we use none
 
 QUICK = ["benchmark=split_digits", "model.channels=[8,16]", "train.epochs=6", "train.batch_size=32", "train.lr=0.003",
-         "strategy.teacher_epochs=2", "strategy.recon_steps=100", "strategy.hidden=64", "logger.mode=disabled"]
+         "strategy.teacher_epochs=2", "strategy.recon_steps=100", "strategy.hidden=64", "strategy.reg_weight=10",
+         "logger.mode=disabled"]
 
 
 def train_individuals(cfg, fractions: list[float]) -> dict:

@@ -19,7 +19,8 @@ from neumeta_cl.tracking.wandb_file import read_run
 
 def digits_overrides(tmp_path, *extra):
     return ["benchmark=split_digits", "benchmark.scenario=task", "model=cnn", "model.channels=[8,16]",
-            "strategy=neumeta", "strategy.hidden=64", "strategy.teacher_epochs=3", "strategy.recon_steps=200",
+            "strategy=neumeta", "strategy.hidden=64", "strategy.reg_weight=10", "strategy.teacher_epochs=3",
+            "strategy.recon_steps=200",
             "train.optimizer=adam", "train.lr=0.003", "train.epochs=10", "train.batch_size=32",
             "metrics.lca_beta=0", "metrics.curve_every_n_steps=0", f"output_dir={tmp_path / 'runs'}", "run_name=nm",
             "train.progress_bar=false", *extra]
