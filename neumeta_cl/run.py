@@ -92,7 +92,9 @@ def run_continual(cfg: DictConfig, extra_hooks: list[ExperienceHook] | None = No
         "wandb_dir": wandb_dir,
     }
     morphs = morph_hooks(cfg, module)
-    hooks = [*(extra_hooks or []), *morphs, *module.experience_hooks(run_dir), ResultsRecorder(run_dir / "results.json", header), WandbRecorder(logger)]
+    # The strategy's own hooks run before the recorders, which write what those hooks add.
+    hooks = [*(extra_hooks or []), *morphs, *module.experience_hooks(run_dir),
+             ResultsRecorder(run_dir / "results.json", header), WandbRecorder(logger)]
     module.show_progress = show_progress(t.progress_bar)
     runner = ContinualRunner(
         stream, module, epochs=t.epochs, batch_size=t.batch_size, seed=cfg.seed, eval_batch_size=t.eval_batch_size,
