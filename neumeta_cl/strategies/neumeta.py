@@ -245,8 +245,9 @@ class NeuMeta(ContinualModule):
 
     # -- training ------------------------------------------------------------------------------
     def _generate(self, noise: float, drawn: bool = True):
-        """Raw outputs for task t at full width (and at a drawn training width) and for the old
-        tasks at one drawn width, from one INR pass; also the requests and the old tasks' width."""
+        """One INR pass: task t at full width (then, if ``drawn``, at the narrowest and at a random
+        training width), then every old task at full width and at one random training width.
+        Returns the raw outputs in that order and the old tasks' random width."""
         task, full = self.task, tuple(self.layout.widths)
         requests = [Request(task, full, noise)]
         if drawn:  # the sandwich rule (Yu & Huang 2019): the narrowest width and a random one
