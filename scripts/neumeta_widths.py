@@ -76,19 +76,16 @@ def figures(results: list[dict], individuals: list[dict], seconds_per_seed: list
     """The experiment's numbers from each seed's results.json and its individually trained networks."""
     rows = {}
     fractions = individuals[0]["fractions"]
+    # Each seed's width sweep after the last experience: every task, every width.
+    sweeps = [{w["fraction"]: w for w in r["experiences"][-1]["widths_eval"]} for r in results]
     for k, f in enumerate(fractions):
-        ours = []
-        for r in results:
-            sweep = {w["fraction"]: w for w in r["experiences"][-1]["widths_eval"]}
-            ours.append(sweep[f]["acc_seen"])
+        ours = [sweep[f]["acc_seen"] for sweep in sweeps]
         ind = [float(np.mean(i["accuracy"][k])) for i in individuals]
-        final_sweep = {w["fraction"]: w for w in results[0]["experiences"][-1]["widths_eval"]}[f]
-        rows[f] = {"widths": final_sweep["widths"], "unseen": final_sweep["unseen"],
+        rows[f] = {"widths": sweeps[0][f]["widths"], "unseen": sweeps[0][f]["unseen"],
                    "params": int(np.mean(individuals[0]["params"][k])),
                    "ours": float(np.mean(ours)), "ours_std": float(np.std(ours)),
                    "individual": float(np.mean(ind)), "individual_std": float(np.std(ind)),
-                   "gen_ms": float(np.median([{w["fraction"]: w for w in r["experiences"][-1]["widths_eval"]}[f]["gen_ms"]
-                                              for r in results]))}
+                   "gen_ms": float(np.median([sweep[f]["gen_ms"] for sweep in sweeps]))}
     full = rows[1.0]
     acc_full = float(np.mean([r["metrics"]["acc"] for r in results]))
     bwt = float(np.mean([r["metrics"]["bwt"] for r in results]))

@@ -43,10 +43,9 @@ class NeuMetaGenerator(nn.Module):
         self.arch = {"hidden": hidden, "n_blocks": n_blocks, "n_freqs": n_freqs, "layer_dim": layer_dim,
                      "task_dim": task_dim, "film": film}
         self.layout, self.heads = layout, list(heads)
-        kernel = layout.shapes(layout.widths, max(heads))
-        self.inr = WeightINR([s.kernel_numel for s in kernel], len(heads), hidden, n_blocks, n_freqs, layer_dim,
-                             task_dim, film)
         full = layout.shapes(layout.widths, max(heads))
+        self.inr = WeightINR([s.kernel_numel for s in full], len(heads), hidden, n_blocks, n_freqs, layer_dim,
+                             task_dim, film)
         # Output scales per layer (see ``calibrate``); until then 1/sqrt(full fan-in).
         self.register_buffer("w_scale", torch.tensor([1.0 / math.sqrt(f.fan_in) for f in full]))
         self.register_buffer("b_scale", torch.tensor([1.0 / math.sqrt(f.fan_in) for f in full]))
@@ -134,7 +133,7 @@ class NeuMetaGenerator(nn.Module):
                 for l in range(len(many[0]))]
 
     def module_for(self, task: int, widths) -> nn.Module:
-        """A cached, parameter-free-to-us template of the target net (for ``functional_call``)."""
+        """A cached module of the target net whose own parameters ``functional_call`` replaces."""
         key = (tuple(widths), self.heads[task])
         if key not in self._modules_by_shape:
             self._modules_by_shape[key] = self.layout.build(widths, self.heads[task]).to(self.inr.stem.weight.device)
@@ -142,9 +141,7 @@ class NeuMetaGenerator(nn.Module):
 
     def run(self, weights: Weights, task: int, widths, x: torch.Tensor) -> torch.Tensor:
         """Forward ``x`` through the target net with generated ``weights`` (gradients reach the INR)."""
-        keys = TargetLayout.state_keys(self.layout.depth)
-        params = {k: v for (kw, kb), (w, b) in zip(keys, weights) for k, v in ((kw, w), (kb, b))}
-        return functional_call(self.module_for(task, widths), params, (x,))
+        return functional_call(self.module_for(task, widths), TargetLayout.state_dict(weights), (x,))
 
     @torch.no_grad()
     def generate(self, task: int, widths=None, *, fraction: float | None = None, budget: dict | None = None,
@@ -166,10 +163,7 @@ class NeuMetaGenerator(nn.Module):
             widths = widths_for_budget(self.layout, self.heads[task], budget)
         widths = self.layout.check_widths(widths if widths is not None else self.layout.widths)
         net = self.layout.build(widths, self.heads[task]).to(self.inr.stem.weight.device)
-        keys = TargetLayout.state_keys(self.layout.depth)
-        generated = self.weights(task, widths, noise if samples > 1 else 0.0, samples)
-        state = {k: v for (kw, kb), (w, b) in zip(keys, generated) for k, v in ((kw, w), (kb, b))}
-        net.load_state_dict(state)
+        net.load_state_dict(TargetLayout.state_dict(self.weights(task, widths, noise if samples > 1 else 0.0, samples)))
         return net.eval()
 
 
@@ -206,8 +200,8 @@ def widths_for_budget(layout: TargetLayout, n_classes: int, budget: dict) -> tup
     def fits(widths) -> bool:
         if "params" in budget and layout.param_count(widths, n_classes) > budget["params"]:
             return False
-        if "flops" in budget and flops_per_sample(layout.build(widths, n_classes), layout.input_shape) > budget["flops"]:
-            return False
+        if "flops" in budget:
+            return flops_per_sample(layout.build(widths, n_classes), layout.input_shape) <= budget["flops"]
         return True
 
     top = layout.widths[0]

@@ -102,10 +102,11 @@ class TargetLayout:
         return MLP(self.input_shape, widths, n_classes, activation=self.activation)
 
     @staticmethod
-    def state_keys(n_hidden: int) -> list[tuple[str, str]]:
-        """(weight key, bias key) of each generated layer in the built module's state dict."""
-        keys = [(f"blocks.{i}.0.weight", f"blocks.{i}.0.bias") for i in range(n_hidden)]
-        return keys + [("head.linear.weight", "head.linear.bias")]
+    def state_dict(weights) -> dict:
+        """(weight, bias) per generated layer -> the built module's state-dict entries."""
+        keys = [(f"blocks.{i}.0.weight", f"blocks.{i}.0.bias") for i in range(len(weights) - 1)]
+        keys.append(("head.linear.weight", "head.linear.bias"))
+        return {k: v for (kw, kb), (w, b) in zip(keys, weights) for k, v in ((kw, w), (kb, b))}
 
 
 def _activation_name(net: nn.Module) -> str:

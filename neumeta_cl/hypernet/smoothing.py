@@ -46,8 +46,7 @@ def load_weights(layout: TargetLayout, weights: Weights, n_classes: int) -> nn.M
     """The BatchNorm-free network of ``layout`` holding ``weights``."""
     widths = [w.shape[0] for w, _ in weights[:-1]]
     net = layout.build(widths, n_classes)
-    keys = TargetLayout.state_keys(layout.depth)
-    net.load_state_dict({k: v for (kw, kb), (w, b) in zip(keys, weights) for k, v in ((kw, w), (kb, b))})
+    net.load_state_dict(TargetLayout.state_dict(weights))
     return net.eval()
 
 
