@@ -528,9 +528,81 @@ def test_samples_average_jittered_generations(gen):
     assert torch.equal(ignored, one)
 
 
-# -- the strategy refuses class-incremental streams ----------------------------------------------
+# -- class-incremental use: the task is inferred from predictive entropy ---------------------------
 
-def test_neumeta_strategy_needs_a_task_incremental_stream():
+def test_predictive_entropy_hand_checked():
+    from neumeta_cl.hypernet.routing import predictive_entropy
+
+    logits = [torch.tensor([row], dtype=torch.float64) for row in ([0.0, 0.0], [0.0, 0.0, 0.0, 0.0], [30.0, 0.0])]
+    assert float(predictive_entropy(logits[0])) == pytest.approx(math.log(2))
+    assert float(predictive_entropy(logits[1])) == pytest.approx(math.log(4))
+    assert float(predictive_entropy(logits[2])) == pytest.approx(0.0, abs=1e-10)
+
+
+def test_route_by_entropy_hand_checked():
+    from neumeta_cl.hypernet.routing import route_by_entropy
+
+    task0 = torch.tensor([[5.0, 0.0], [0.0, 0.0], [1.0, 2.0]])  # certain / unsure / as unsure as task 1
+    task1 = torch.tensor([[0.0, 0.0], [0.0, 4.0], [2.0, 1.0]])
+    out = route_by_entropy([task0, task1], [[0, 1], [2, 3]], n_classes=5)
+    assert out.shape == (3, 5)
+    assert out.argmax(1).tolist() == [0, 3, 1]  # row 2: a tie goes to the earlier task
+    assert torch.allclose(out[0, :2], task0[0].log_softmax(0)) and torch.isinf(out[0, 2:]).all()
+    assert torch.allclose(out[1, 2:4], task1[1].log_softmax(0))
+    assert torch.isinf(out[1, [0, 1, 4]]).all()
+    # domain-incremental: tasks share their classes, the most certain one still decides
+    shared = route_by_entropy([task0, task1], [[0, 1], [0, 1]], n_classes=2)
+    assert shared.argmax(1).tolist() == [0, 1, 1]
+
+
+def class_il_generator(layout=None) -> NeuMetaGenerator:
+    torch.manual_seed(0)
+    g = NeuMetaGenerator(layout or mlp_layout(), [], hidden=32, n_blocks=1, n_freqs=3, task_dim=8, classes=[],
+                         n_classes=10)
+    for classes in ([3, 7], [1, 4, 5]):
+        g.add_task(classes)
+    return g
+
+
+def test_add_task_grows_the_generator_for_class_incremental_streams():
+    g = class_il_generator()
+    assert g.heads == [2, 3] and g.classes == [[3, 7], [1, 4, 5]] and len(g.inr.task_emb) == 2
+    assert g.generate(1, widths=(5, 3))(torch.randn(4, 1, 8, 8)).shape == (4, 3)
+    with pytest.raises(ConfigError, match="task-incremental use"):
+        small_generator().add_task([0, 1])
+
+
+def test_router_routes_generated_networks_and_survives_save_load(tmp_path):
+    from neumeta_cl.hypernet import EntropyRouter, load_generator, save_generator
+    from neumeta_cl.hypernet.routing import route_by_entropy
+
+    g = class_il_generator(cnn_layout())
+    x = torch.randn(16, 1, 8, 8)
+    router = g.router((5, 3))
+    assert isinstance(router, EntropyRouter) and not any(isinstance(m, WeightINR) for m in router.modules())
+    with torch.no_grad():
+        out = router(x)
+        expected = route_by_entropy([g.generate(k, widths=(5, 3))(x) for k in (0, 1)], g.classes, 10)
+    assert torch.equal(out, expected)
+    finite = torch.isfinite(out)
+    assert set(finite.sum(1).tolist()) <= {2, 3}  # each row: the classes of the one task chosen
+    assert not finite[:, [0, 2, 6, 8, 9]].any()  # classes no task has learnt are never predicted
+    save_generator(g, tmp_path / "g.pt")
+    again = load_generator(tmp_path / "g.pt")
+    assert again.classes == g.classes and again.n_classes == 10
+    with torch.no_grad():
+        assert torch.equal(again.router((5, 3))(x), out)
+
+
+def test_router_needs_a_class_incremental_generator_with_tasks():
+    with pytest.raises(ConfigError, match="class-incremental stream"):
+        small_generator().router()
+    empty = NeuMetaGenerator(mlp_layout(), [], hidden=32, n_blocks=1, n_freqs=3, classes=[], n_classes=10)
+    with pytest.raises(ConfigError, match="no tasks yet"):
+        empty.router()
+
+
+def test_neumeta_strategy_infers_tasks_on_class_incremental_streams():
     from neumeta_cl import config
     from neumeta_cl.config import to_dict
     from neumeta_cl.nets import build_model
@@ -543,11 +615,19 @@ def test_neumeta_strategy_needs_a_task_incremental_stream():
         stream = build_stream_from(cfg)
         net = build_model(to_dict(cfg.model), stream.input_shape, stream.n_classes, stream.heads)
         t = cfg.train
-        return build_strategy(to_dict(cfg.strategy), net, OptimConfig(t.optimizer, t.lr, t.momentum, t.weight_decay),
-                              t.batch_size, cfg.seed)
+        module = build_strategy(to_dict(cfg.strategy), net, OptimConfig(t.optimizer, t.lr, t.momentum,
+                                                                         t.weight_decay), t.batch_size, cfg.seed)
+        return module, stream
 
-    with pytest.raises(ConfigError, match=r"task-incremental stream.*benchmark\.scenario=task"):
-        build("class")
-    module = build("task")  # the same config on a task-incremental stream builds
-    assert isinstance(module, NeuMeta)
-    assert module.generator.heads == [2, 2, 2, 2, 2]
+    module, _ = build("task")
+    assert isinstance(module, NeuMeta) and not module.infer_task
+    assert module.generator.heads == [2, 2, 2, 2, 2] and module.generator.classes is None
+    module, stream = build("class")  # one task per experience, added when the experience starts
+    assert module.infer_task and module.generator.heads == [] and module.generator.n_classes == 10
+    module.teacher_epochs = 0
+    for exp in stream.train[:2]:
+        module.before_experience(exp)
+        assert module.task == exp.index and module.generator.classes[exp.index] == exp.classes
+        assert module._local(exp.y).tolist() == [exp.classes.index(c) for c in exp.y.tolist()]
+    with pytest.raises(ConfigError, match="in order"):
+        module.before_experience(stream.train[4])

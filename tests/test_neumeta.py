@@ -71,6 +71,35 @@ def test_neumeta_run_records_widths_drift_and_wandb(tmp_path):
     assert len(saved["data"]) == 5
 
 
+def test_neumeta_class_incremental_infers_the_task(tmp_path):
+    """Class-incremental digits: no task label at test time. Each experience gets its own task
+    embedding, and the generated network with the lowest predictive entropy answers (von Oswald et
+    al.'s HNET+ENT). Naive fine-tuning on the same stream keeps little beyond the last experience."""
+    from neumeta_cl.hypernet import load_generator
+    from neumeta_cl.nets.evaluation import tensor_accuracy
+
+    cfg = load(digits_overrides(tmp_path, "benchmark.scenario=class", "logger.mode=disabled"))
+    data = json.loads(run_continual(cfg).results_path.read_text())
+    naive = ["benchmark=split_digits", "benchmark.scenario=class", "model=cnn", "model.channels=[8,16]",
+             "strategy=naive", "train.optimizer=adam", "train.lr=0.003", "train.epochs=10", "train.batch_size=32",
+             "metrics.lca_beta=0", "metrics.curve_every_n_steps=0", f"output_dir={tmp_path / 'runs'}",
+             "run_name=naive", "train.progress_bar=false", "logger.mode=disabled"]
+    baseline = json.loads(run_continual(load(naive)).results_path.read_text())
+    R = np.array(data["R"])
+    assert data["status"] == "completed" and data["experiences"][-1]["strategy"]["weight_drift"].keys() == {
+        "0", "1", "2", "3", "4"}
+    assert data["metrics"]["acc"] > 0.5 and data["metrics"]["acc"] > baseline["metrics"]["acc"] + 0.25
+    assert R[0, 0] > 0.95  # one task seen: nothing to confuse it with
+    for i, e in enumerate(data["experiences"]):
+        rows = {r["fraction"]: r for r in e["widths_eval"]}
+        # the sweep's router at full width is the network the runner evaluated
+        assert rows[1.0]["accuracy"] == pytest.approx(list(R[i, : i + 1]), abs=1e-9)
+    stream = build_stream_from(cfg)
+    router = load_generator(Path(data["experiences"][-1]["generator"])).router(fraction=0.5)
+    half = {r["fraction"]: r for r in data["experiences"][-1]["widths_eval"]}[0.5]
+    assert [tensor_accuracy(router, e.x, e.y) for e in stream.test] == pytest.approx(half["accuracy"], abs=1e-9)
+
+
 def _train(strategy, exp, epochs=3, lr=3e-3):
     """A plain loop over the strategy's own loss (the Trainer path is covered above)."""
     from neumeta_cl.data import make_loader
@@ -148,7 +177,6 @@ def test_neumeta_widths_script_quick(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("overrides, message", [
-    (["benchmark.scenario=class"], "strategy=neumeta generates one network per task; use a task-incremental stream"),
     (["strategy.min_width=0"], "strategy.min_width must be in (0, 1], got 0"),
     (["strategy.widths_unseen=[1.0]"], "strategy.widths_unseen must lie in (0, 1), got 1.0"),
     (["strategy.reg_weight=-1"], "strategy.reg_weight must be non-negative"),

@@ -2,8 +2,9 @@
 
 The record (``experiences[i]["widths_eval"]`` in results.json, ``width/...`` and the
 ``accuracy_by_width`` table in W&B) holds, per width, the accuracy on each seen task's test data
-and the median time to generate that task's network. A width held out of training is marked
-``unseen``. The generator is saved next to results.json (``generator.pt``) after every experience.
+and the median time to generate that task's network. On a class-incremental stream the accuracy is
+that of the ``EntropyRouter`` over every seen task's network (the task is inferred), and the time
+is that of generating all of them. A width held out of training is marked ``unseen``. The generator is saved next to results.json (``generator.pt``) after every experience.
 """
 
 from __future__ import annotations
@@ -31,11 +32,19 @@ class WidthSweep(ExperienceHook):
         for f in self.fractions:
             widths = list(generator.layout.at_fraction(f))
             accs, ms = [], []
-            for exp in seen:
+            if generator.classes is not None:  # class-incremental: one router over every seen task
                 t0 = time.perf_counter()
-                net = generator.generate(exp.task_label, widths, samples=self.samples, noise=self.noise)
+                net = generator.router(widths, samples=self.samples, noise=self.noise)
                 ms.append((time.perf_counter() - t0) * 1e3)
-                accs.append(tensor_accuracy(net, exp.x, exp.y, batch_size=self.eval_batch_size, device=runner.device))
+                accs = [tensor_accuracy(net, exp.x, exp.y, batch_size=self.eval_batch_size, device=runner.device)
+                        for exp in seen]
+            else:
+                for exp in seen:
+                    t0 = time.perf_counter()
+                    net = generator.generate(exp.task_label, widths, samples=self.samples, noise=self.noise)
+                    ms.append((time.perf_counter() - t0) * 1e3)
+                    accs.append(tensor_accuracy(net, exp.x, exp.y, batch_size=self.eval_batch_size,
+                                                device=runner.device))
             rows.append({"fraction": f, "widths": widths, "unseen": any(abs(f - u) < 1e-9 for u in self.unseen),
                          "params": sum(p.numel() for p in net.parameters()), "accuracy": accs,
                          "acc_seen": float(np.mean(accs)), "gen_ms": float(np.median(ms))})

@@ -25,6 +25,7 @@ from neumeta_cl.errors import ConfigError
 from neumeta_cl.hypernet.coords import Queries, jitter, weight_queries
 from neumeta_cl.hypernet.inr import WeightINR
 from neumeta_cl.hypernet.layout import TargetLayout
+from neumeta_cl.hypernet.routing import EntropyRouter
 
 Weights = list[tuple[torch.Tensor, torch.Tensor]]  # (weight, bias) per generated layer
 
@@ -38,12 +39,17 @@ class Request:
 
 class NeuMetaGenerator(nn.Module):
     def __init__(self, layout: TargetLayout, heads: list[int], hidden: int = 128, n_blocks: int = 2, n_freqs: int = 6,
-                 layer_dim: int = 8, task_dim: int = 16, film: bool = True):
+                 layer_dim: int = 8, task_dim: int = 16, film: bool = True,
+                 classes: list[list[int]] | None = None, n_classes: int | None = None):
         super().__init__()
         self.arch = {"hidden": hidden, "n_blocks": n_blocks, "n_freqs": n_freqs, "layer_dim": layer_dim,
                      "task_dim": task_dim, "film": film}
         self.layout, self.heads = layout, list(heads)
-        full = layout.shapes(layout.widths, max(heads))
+        # Class-incremental use: the global classes each task's outputs stand for, and how many
+        # classes there are in all (``router``). None for task-incremental use.
+        self.classes = None if classes is None else [list(map(int, c)) for c in classes]
+        self.n_classes = n_classes
+        full = layout.shapes(layout.widths, max(heads, default=1))
         self.inr = WeightINR([s.kernel_numel for s in full], len(heads), hidden, n_blocks, n_freqs, layer_dim,
                              task_dim, film)
         # Output scales per layer (see ``calibrate``); until then 1/sqrt(full fan-in).
@@ -58,6 +64,17 @@ class NeuMetaGenerator(nn.Module):
         if not 0 <= task < len(self.heads):
             raise ConfigError(f"Task {task} does not exist; this generator knows tasks 0..{len(self.heads) - 1}.")
         return int(task)
+
+    def add_task(self, classes: list[int]) -> int:
+        """A new task whose outputs stand for the global ``classes`` (class-incremental use: one
+        task per experience, added when it starts); returns its id."""
+        if self.classes is None or self.n_classes is None:
+            raise ConfigError("This generator was built for task-incremental use; its tasks are fixed.")
+        device = self.inr.stem.weight.device
+        self.inr.task_emb.append(nn.Parameter(torch.randn(self.arch["task_dim"], device=device)))
+        self.heads.append(len(classes))
+        self.classes.append(list(map(int, classes)))
+        return len(self.heads) - 1
 
     def queries(self, task: int, widths) -> Queries:
         widths = self.layout.check_widths(widths)
@@ -166,12 +183,27 @@ class NeuMetaGenerator(nn.Module):
         net.load_state_dict(TargetLayout.state_dict(self.weights(task, widths, noise if samples > 1 else 0.0, samples)))
         return net.eval()
 
+    @torch.no_grad()
+    def router(self, widths=None, *, fraction: float | None = None, samples: int = 1,
+               noise: float = 0.0) -> EntropyRouter:
+        """Class-incremental deployment: every task's network at ``widths`` (or ``fraction`` of the
+        full width), behind an ``EntropyRouter`` that infers each input's task (an ordinary module)."""
+        if self.classes is None or self.n_classes is None:
+            raise ConfigError("router() needs a generator trained on a class-incremental stream; for a "
+                              "task-incremental one, generate(task, ...) gives each task's network.")
+        if not self.heads:
+            raise ConfigError("This generator has no tasks yet; train it on at least one experience.")
+        nets = [self.generate(k, widths, fraction=fraction, samples=samples, noise=noise)
+                for k in range(len(self.heads))]
+        return EntropyRouter(nets, self.classes, self.n_classes).eval()
+
 
 def save_generator(generator: NeuMetaGenerator, path) -> None:
     """Everything ``load_generator`` needs: the target family, the heads, the INR and its weights."""
     from dataclasses import asdict
 
     torch.save({"layout": asdict(generator.layout), "heads": generator.heads, "arch": generator.arch,
+                "classes": generator.classes, "n_classes": generator.n_classes,
                 "state_dict": generator.state_dict()}, path)
 
 
@@ -184,7 +216,8 @@ def load_generator(path) -> NeuMetaGenerator:
     saved = torch.load(path, map_location="cpu", weights_only=True)
     layout = saved["layout"]
     layout = TargetLayout(**{**layout, "input_shape": tuple(layout["input_shape"]), "widths": tuple(layout["widths"])})
-    generator = NeuMetaGenerator(layout, saved["heads"], **saved["arch"])
+    generator = NeuMetaGenerator(layout, saved["heads"], **saved["arch"], classes=saved.get("classes"),
+                                 n_classes=saved.get("n_classes"))
     generator.load_state_dict(saved["state_dict"])
     return generator.eval()
 

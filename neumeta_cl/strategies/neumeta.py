@@ -1,6 +1,6 @@
 """``neumeta``: one task-conditioned INR generates every task's network at any width.
 
-Per experience ``t`` (task-incremental: one head per task):
+Per experience ``t`` (task-incremental: one head per task; class-incremental below):
 
 1. *Teacher.* A full-width network of the target family is trained on the experience (Lightning),
    its BatchNorm folded into its convolutions and its hidden units reordered along a shortest
@@ -25,10 +25,16 @@ Per experience ``t`` (task-incremental: one head per task):
    train.
 
 ``widths_unseen`` are held out of training, so the width sweep can show a width never sampled.
+
+On a class- or domain-incremental stream (one shared head, no task label at test time) every
+experience becomes a task of its own, with its own embedding and a head over its classes; at test
+time each seen task's network classifies the input and the most certain one (lowest predictive
+entropy) answers (von Oswald et al.'s HNET+ENT, ``hypernet.routing``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 import time
@@ -41,8 +47,9 @@ from neumeta_cl.data import TensorExperience
 from neumeta_cl.errors import ConfigError
 from neumeta_cl.hypernet.generator import NeuMetaGenerator, Request, Weights
 from neumeta_cl.hypernet.layout import TargetLayout
+from neumeta_cl.hypernet.routing import route_by_entropy
 from neumeta_cl.hypernet.smoothing import layer_weights, smooth, total_variation
-from neumeta_cl.nets.heads import MultiHead
+from neumeta_cl.nets.heads import MultiHead, SingleHead
 from neumeta_cl.strategies.base import ContinualModule, OptimConfig, Piece
 
 
@@ -99,6 +106,13 @@ class GeneratedNets(nn.Module):
         return self._cache[key]
 
     def forward(self, x: torch.Tensor, t: torch.Tensor | None = None) -> torch.Tensor:
+        generator = self.generator
+        if generator.classes is not None:  # class-incremental: the task is inferred, t is ignored
+            if not generator.heads:  # before the first experience: no task, no opinion
+                return x.new_zeros((x.shape[0], generator.n_classes))
+            tasks = range(len(generator.heads))
+            logits = [generator.run(self.task_weights(k), k, self.eval_widths, x) for k in tasks]
+            return route_by_entropy(logits, generator.classes, generator.n_classes)
         if t is None:
             raise ValueError("generated networks are per task; pass t (one task label per sample)")
         tasks = t.unique().tolist()
@@ -120,15 +134,23 @@ class NeuMeta(ContinualModule):
                  eval_samples: int = 1, recon_weight: float = 1.0, l2_weight: float = 1e-4, reg_weight: float = 100.0,
                  teacher_epochs: int = 2, teachers: str = "every", task_init: str = "random", recon_steps: int = 300,
                  clip_grad: float = 1.0, eval_fractions: list[float] | None = None):
-        if not isinstance(getattr(net, "head", None), MultiHead):
-            raise ConfigError("strategy=neumeta generates one network per task; use a task-incremental stream "
-                              "(benchmark.scenario=task).")
+        head = getattr(net, "head", None)
+        if not isinstance(head, (MultiHead, SingleHead)):
+            raise ConfigError(f"strategy=neumeta generates MLP or CNN targets with a linear head, not "
+                              f"{type(net).__name__}; use model=mlp or model=cnn.")
+        # Task-incremental: one generated network per task label. Class-/domain-incremental: one per
+        # experience, added as it starts; at test time the task is inferred (``hypernet.routing``).
+        self.infer_task = isinstance(head, SingleHead)
         eval_fractions = list(eval_fractions if eval_fractions is not None else [0.25, 0.5, 0.75, 1.0])
         _check(min_width=min_width, coord_noise=coord_noise, recon_weight=recon_weight, l2_weight=l2_weight,
                reg_weight=reg_weight, eval_samples=eval_samples, teacher_epochs=teacher_epochs, teachers=teachers,
                task_init=task_init, eval_fractions=eval_fractions)
         layout = TargetLayout.from_net(net)
-        generator = NeuMetaGenerator(layout, net.head.sizes, hidden, n_blocks, n_freqs, task_dim=task_dim, film=film)
+        if self.infer_task:
+            generator = NeuMetaGenerator(layout, [], hidden, n_blocks, n_freqs, task_dim=task_dim, film=film,
+                                         classes=[], n_classes=head.linear.out_features)
+        else:
+            generator = NeuMetaGenerator(layout, head.sizes, hidden, n_blocks, n_freqs, task_dim=task_dim, film=film)
         super().__init__(GeneratedNets(generator, eval_samples, coord_noise if eval_samples > 1 else 0.0), optim,
                          batch_size=batch_size, seed=seed)
         self.layout = layout
@@ -152,8 +174,7 @@ class NeuMeta(ContinualModule):
     # -- experience boundaries -----------------------------------------------------------------
     def before_experience(self, experience: TensorExperience) -> None:
         super().before_experience(experience)
-        task = experience.task_label
-        self.task = self.generator.check_task(task)
+        task = self.task = self._task_of(experience)
         embeddings = self.generator.inr.task_emb
         for k, emb in enumerate(embeddings):
             emb.requires_grad_(k == task)
@@ -174,6 +195,25 @@ class NeuMeta(ContinualModule):
             if self.recon_steps:
                 self._fit_teacher()
 
+    def _task_of(self, experience: TensorExperience) -> int:
+        """The generator's task for an experience: its task label, or (class-incremental) its
+        position in the stream, with a new task and embedding the first time it is seen."""
+        if not self.infer_task:
+            return self.generator.check_task(experience.task_label)
+        generator = self.generator
+        if experience.index == len(generator.heads):
+            generator.add_task(experience.classes)
+        elif experience.index > len(generator.heads) or generator.classes[experience.index] != experience.classes:
+            raise ConfigError(f"strategy=neumeta on a class-incremental stream learns experiences in order; "
+                              f"experience {experience.index} came after {len(generator.heads)} learned ones.")
+        lookup = torch.full((generator.n_classes,), -1, dtype=torch.long)
+        lookup[experience.classes] = torch.arange(len(experience.classes))
+        self.local_label = lookup  # global class -> output of this task's network
+        return experience.index
+
+    def _local(self, y: torch.Tensor) -> torch.Tensor:
+        return self.local_label.to(y.device)[y] if self.infer_task else y
+
     def _train_teacher(self, experience: TensorExperience) -> Weights:
         from neumeta_cl.runner.single import fit_experience
 
@@ -182,6 +222,8 @@ class NeuMeta(ContinualModule):
         torch.manual_seed(self.seed + 7919 * (experience.index + 1))
         net = self.layout.build(self.layout.widths, self.generator.heads[self.task], batchnorm=self.layout.batchnorm)
         accelerator = "gpu" if device.type == "cuda" else "cpu"
+        if self.infer_task:
+            experience = dataclasses.replace(experience, y=self._local(experience.y))
         fit_experience(net, experience, epochs=self.teacher_epochs, optim=self.optim, batch_size=self.batch_size,
                        seed=self.seed + 1000 * experience.index, accelerator=accelerator)
         weights = layer_weights(net.cpu())
@@ -270,6 +312,7 @@ class NeuMeta(ContinualModule):
 
     def compute_loss(self, batch) -> torch.Tensor:
         x, y, _ = batch
+        y = self._local(y)
         raws, reg_width = self._generate(self.coord_noise)
         loss = 0.0
         for raw, request in zip(raws[:3], self._requests[:3]):  # full, narrowest, random width
