@@ -128,11 +128,11 @@ class GeneratedNets(nn.Module):
 
 
 class NeuMeta(ContinualModule):
-    def __init__(self, net, optim: OptimConfig, *, batch_size: int = 128, seed: int = 0, hidden: int = 192,
-                 n_blocks: int = 2, n_freqs: int = 6, task_dim: int = 16, film: bool = False,
+    def __init__(self, net, optim: OptimConfig, *, batch_size: int = 128, seed: int = 0, hidden: int = 208,
+                 n_blocks: int = 2, n_freqs: int = 6, task_dim: int = 64, film: bool = False,
                  min_width: float = 0.25, widths_unseen: list[float] | None = None, coord_noise: float = 0.5,
                  eval_samples: int = 1, recon_weight: float = 1.0, l2_weight: float = 1e-4, reg_weight: float = 100.0,
-                 teacher_epochs: int = 2, teachers: str = "every", task_init: str = "random", recon_steps: int = 300,
+                 teacher_epochs: int = 3, teachers: str = "every", task_init: str = "random", recon_steps: int = 300,
                  clip_grad: float = 1.0, eval_fractions: list[float] | None = None):
         head = getattr(net, "head", None)
         if not isinstance(head, (MultiHead, SingleHead)):
