@@ -7,6 +7,8 @@ import sys
 import pytest
 
 from neumeta_cl.cli import main
+from neumeta_cl.config import experiment_choices, load
+from neumeta_cl.experiment import load_experiment
 
 
 def test_help_lists_groups_and_choices(capsys):
@@ -94,3 +96,12 @@ def test_invalid_experiment_yaml_is_one_sentence(capsys, tmp_path):
     assert main(["experiment", str(bad)]) == 2
     err = capsys.readouterr().err
     assert "is not valid YAML (line 2)" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("name", experiment_choices())
+def test_every_pinned_experiment_resolves(name):
+    """Each experiments/*.yaml names real config keys and choices for every strategy it lists."""
+    spec = load_experiment(name)
+    for overrides in spec["strategies"].values():
+        cfg = load([*spec["overrides"], *overrides])  # raises on an unknown key or choice
+        assert [cfg.strategy.name] == [o.split("=", 1)[1] for o in overrides if o.startswith("strategy=")]
