@@ -10,8 +10,9 @@
 For every seed, every task and every evaluated width (the strategy's ``eval_fractions`` and its
 held-out ``widths_unseen``), a network of that width is trained on that task alone, with the same
 optimizer and epochs: the task-incremental upper bound at that width. The table compares them with
-the networks the one INR generates after the whole stream. The last line is JSON: acc_full,
-acc_full_upper, bwt, acc_by_width ({fraction: [ours, individual]}), unseen_width, stored_params,
+the networks the one INR generates after the whole stream, and the backward transfer of the
+generated networks at each width. The last line is JSON: acc_full, acc_full_upper, bwt,
+acc_by_width ({fraction: [ours, individual]}), bwt_by_width, unseen_width, stored_params,
 individual_params_total, gen_ms_full, minutes_per_seed and targets.
 """
 
@@ -31,7 +32,8 @@ os.environ.setdefault("WANDB_SILENT", "true")
 warnings.filterwarnings("ignore", message="no QP solver found")  # Avalanche imports qpsolvers; we use none
 
 QUICK = ["benchmark=split_digits", "model.channels=[8,16]", "train.epochs=6", "train.batch_size=32", "train.lr=0.003",
-         "strategy.teacher_epochs=2", "strategy.recon_steps=100", "strategy.hidden=64", "strategy.reg_weight=10",
+         "strategy.teacher_epochs=2", "strategy.recon_steps=100", "strategy.hidden=64", "strategy.task_dim=16",
+         "strategy.reg_weight=10",
          "logger.mode=disabled"]
 
 
@@ -72,8 +74,21 @@ def train_individuals(cfg, fractions: list[float]) -> dict:
     return out
 
 
+def width_matrix(result: dict, fraction: float) -> np.ndarray:
+    """R at one width: R[i, j] = accuracy on task j of the network generated at ``fraction`` after
+    experience i (from the width sweeps; NaN for tasks not yet seen)."""
+    T = len(result["experiences"])
+    R = np.full((T, T), np.nan)
+    for i, e in enumerate(result["experiences"]):
+        acc = next(w for w in e["widths_eval"] if w["fraction"] == fraction)["accuracy"]
+        R[i, : len(acc)] = acc
+    return R
+
+
 def figures(results: list[dict], individuals: list[dict], seconds_per_seed: list[float]) -> dict:
     """The experiment's numbers from each seed's results.json and its individually trained networks."""
+    from neumeta_cl.metrics import backward_transfer
+
     rows = {}
     fractions = individuals[0]["fractions"]
     # Each seed's width sweep after the last experience: every task, every width.
@@ -85,6 +100,7 @@ def figures(results: list[dict], individuals: list[dict], seconds_per_seed: list
                    "params": int(np.mean(individuals[0]["params"][k])),
                    "ours": float(np.mean(ours)), "ours_std": float(np.std(ours)),
                    "individual": float(np.mean(ind)), "individual_std": float(np.std(ind)),
+                   "bwt": float(np.mean([backward_transfer(width_matrix(r, f)) for r in results])),
                    "gen_ms": float(np.median([sweep[f]["gen_ms"] for sweep in sweeps]))}
     full = rows[1.0]
     acc_full = float(np.mean([r["metrics"]["acc"] for r in results]))
@@ -107,6 +123,7 @@ def figures(results: list[dict], individuals: list[dict], seconds_per_seed: list
         "acc_full_upper": round(full["individual"], 4),
         "bwt": round(bwt, 4),
         "acc_by_width": {f"{f:g}": [round(row["ours"], 4), round(row["individual"], 4)] for f, row in rows.items()},
+        "bwt_by_width": {f"{f:g}": round(row["bwt"], 4) for f, row in rows.items()},
         "unseen_width": [{"fraction": f, "widths": rows[f]["widths"], "ours": round(rows[f]["ours"], 4),
                           "individual": round(rows[f]["individual"], 4)} for f in unseen],
         "stored_params": stored,
@@ -126,13 +143,13 @@ def render(figs: dict):
 
     table = Table(title=f"NeuMeta at any width · {figs['stream']} · mean ± std over {figs['seeds']} seed(s) "
                         "(accuracy on every task after the whole stream)")
-    for col in ("width", "channels", "params / net", "NeuMeta", "individual", "gap (pts)", "gen ms"):
+    for col in ("width", "channels", "params / net", "NeuMeta", "individual", "gap (pts)", "BWT", "gen ms"):
         table.add_column(col, justify="right")
     for f, row in sorted(figs["rows"].items(), key=lambda kv: float(kv[0])):
         name = f"{float(f):.1%}" + (" (unseen)" if row["unseen"] else "")
         table.add_row(name, str(row["widths"]), f"{row['params']:,}", f"{row['ours']:.4f} ± {row['ours_std']:.4f}",
                       f"{row['individual']:.4f} ± {row['individual_std']:.4f}",
-                      f"{100 * (row['ours'] - row['individual']):+.2f}", f"{row['gen_ms']:.1f}")
+                      f"{100 * (row['ours'] - row['individual']):+.2f}", f"{row['bwt']:+.4f}", f"{row['gen_ms']:.1f}")
     return table
 
 

@@ -19,8 +19,8 @@ from neumeta_cl.tracking.wandb_file import read_run
 
 def digits_overrides(tmp_path, *extra):
     return ["benchmark=split_digits", "benchmark.scenario=task", "model=cnn", "model.channels=[8,16]",
-            "strategy=neumeta", "strategy.hidden=64", "strategy.reg_weight=10", "strategy.teacher_epochs=3",
-            "strategy.recon_steps=200",
+            "strategy=neumeta", "strategy.hidden=64", "strategy.task_dim=16", "strategy.reg_weight=10",
+            "strategy.teacher_epochs=3", "strategy.recon_steps=200",
             "train.optimizer=adam", "train.lr=0.003", "train.epochs=10", "train.batch_size=32",
             "metrics.lca_beta=0", "metrics.curve_every_n_steps=0", f"output_dir={tmp_path / 'runs'}", "run_name=nm",
             "train.progress_bar=false", *extra]
@@ -156,10 +156,11 @@ def test_neumeta_widths_script_quick(tmp_path, capsys):
     figs = mod.main(["--quick", "--out", str(tmp_path)])
     last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert last == json.loads(json.dumps(figs))
-    for key in ("acc_full", "acc_full_upper", "bwt", "acc_by_width", "unseen_width", "stored_params",
+    for key in ("acc_full", "acc_full_upper", "bwt", "acc_by_width", "bwt_by_width", "unseen_width", "stored_params",
                 "individual_params_total", "gen_ms_full", "minutes_per_seed", "targets"):
         assert key in last, key
-    assert set(last["acc_by_width"]) == {"0.25", "0.5", "0.625", "0.75", "1"}
+    assert set(last["acc_by_width"]) == set(last["bwt_by_width"]) == {"0.25", "0.5", "0.625", "0.75", "1"}
+    assert last["bwt_by_width"]["1"] == pytest.approx(last["bwt"], abs=1e-4)  # the sweep's R is the run's R
     assert last["unseen_width"][0]["widths"] == [5, 10]
     # CNN [w, 2w] on 8x8 digits, 2 classes, BatchNorm folded: 10w + (18w^2 + 2w) + (4w + 2), 5 tasks.
     expected = 5 * sum(10 * w + 18 * w * w + 2 * w + 4 * w + 2 for w in (2, 4, 5, 6, 8))
