@@ -2,9 +2,10 @@
 
 The record (``experiences[i]["widths_eval"]`` in results.json, ``width/...`` and the
 ``accuracy_by_width`` table in W&B) holds, per width, the accuracy on each seen task's test data
-and the median time to generate that task's network. On a class-incremental stream the accuracy is
-that of the ``EntropyRouter`` over every seen task's network (the task is inferred), and the time
-is that of generating all of them. A width held out of training is marked ``unseen``. The generator is saved next to results.json (``generator.pt``) after every experience.
+and the median time to generate that task's network. On a class-incremental stream they are the
+accuracy of the ``EntropyRouter`` over every seen task's network (the task is inferred) and the
+time to generate all of them. A width held out of training is marked ``unseen``. The generator is
+saved next to results.json (``generator.pt``) after every experience.
 """
 
 from __future__ import annotations

@@ -140,20 +140,20 @@ class NeuMeta(ContinualModule):
                               f"{type(net).__name__}; use model=mlp or model=cnn.")
         # Task-incremental: one generated network per task label. Class-/domain-incremental: one per
         # experience, added as it starts; at test time the task is inferred (``hypernet.routing``).
-        self.infer_task = isinstance(head, SingleHead)
+        infer_task = isinstance(head, SingleHead)
         eval_fractions = list(eval_fractions if eval_fractions is not None else [0.25, 0.5, 0.75, 1.0])
         _check(min_width=min_width, coord_noise=coord_noise, recon_weight=recon_weight, l2_weight=l2_weight,
                reg_weight=reg_weight, eval_samples=eval_samples, teacher_epochs=teacher_epochs, teachers=teachers,
                task_init=task_init, eval_fractions=eval_fractions)
         layout = TargetLayout.from_net(net)
-        if self.infer_task:
+        if infer_task:
             generator = NeuMetaGenerator(layout, [], hidden, n_blocks, n_freqs, task_dim=task_dim, film=film,
                                          classes=[], n_classes=head.linear.out_features)
         else:
             generator = NeuMetaGenerator(layout, head.sizes, hidden, n_blocks, n_freqs, task_dim=task_dim, film=film)
         super().__init__(GeneratedNets(generator, eval_samples, coord_noise if eval_samples > 1 else 0.0), optim,
                          batch_size=batch_size, seed=seed)
-        self.layout = layout
+        self.layout, self.infer_task = layout, infer_task
         self.coord_noise, self.recon_weight, self.l2_weight = coord_noise, recon_weight, l2_weight
         self.reg_weight, self.task_init, self.teachers = reg_weight, task_init, teachers
         self.teacher_epochs, self.recon_steps, self.clip_grad = teacher_epochs, recon_steps, clip_grad
@@ -165,6 +165,7 @@ class NeuMeta(ContinualModule):
         self.teacher: Weights | None = None
         self.old_targets: dict[tuple[int, tuple[int, ...]], torch.Tensor] = {}
         self.trained: dict[int, torch.Tensor] = {}  # task -> its full-width weights when it finished
+        self.local_label: torch.Tensor | None = None  # class-incremental: global class -> output of this task
         self.info: dict = {}
 
     @property
@@ -208,7 +209,7 @@ class NeuMeta(ContinualModule):
                               f"experience {experience.index} came after {len(generator.heads)} learned ones.")
         lookup = torch.full((generator.n_classes,), -1, dtype=torch.long)
         lookup[experience.classes] = torch.arange(len(experience.classes))
-        self.local_label = lookup  # global class -> output of this task's network
+        self.local_label = lookup
         return experience.index
 
     def _local(self, y: torch.Tensor) -> torch.Tensor:
