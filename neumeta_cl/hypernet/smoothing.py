@@ -62,7 +62,10 @@ def hamiltonian_path(points: torch.Tensor, seconds: float = 0.05) -> list[int]:
     full[:n, :n] = d
     tour = fast_tsp.find_tour(full.tolist(), duration_seconds=seconds)
     k = tour.index(n)
-    return tour[k + 1:] + tour[:k]
+    path = tour[k + 1:] + tour[:k]
+    # The solver returns either direction of the same tour from run to run; fixing one makes a
+    # run repeat exactly (the teacher's unit order, hence the INR's targets, depends on it).
+    return path if path[0] < path[-1] else path[::-1]
 
 
 def path_length(points: torch.Tensor, order) -> float:
