@@ -5,7 +5,7 @@ Per experience ``t`` (task-incremental: one head per task; class-incremental bel
 1. *Teacher.* A full-width network of the target family is trained on the experience (Lightning),
    its BatchNorm folded into its convolutions and its hidden units reordered along a shortest
    Hamiltonian path (``hypernet.smoothing``), so that weights vary smoothly with unit position.
-   ``recon_steps`` reconstruction-only steps (no data, cheap) then warm-start the new task.
+   ``recon_steps`` reconstruction-only steps (no data) then warm-start the new task.
    ``teachers: first`` trains a teacher for the first experience only.
 2. *Old tasks' targets.* The weights the generator currently produces for every earlier task are
    stored at every training width (von Oswald et al. 2020 store them at one size; NeuMeta's
@@ -237,8 +237,8 @@ class NeuMeta(ContinualModule):
         return self.generator.unscale(smoothed)  # the raw outputs that would reproduce the teacher
 
     def _fit_teacher(self) -> None:
-        """Warm start: reconstruction (and the old-task regulariser) only, no data. An INR pass over
-        one network's coordinates costs a fraction of a training step, so this is cheap."""
+        """Warm start: reconstruction (and the old-task regulariser) only, no data. Each step costs
+        one INR pass per network it compares, so it grows with the number of old tasks."""
         t0 = time.perf_counter()
         params = [p for p in self.generator.parameters() if p.requires_grad]
         opt = self.optim.build(params)
