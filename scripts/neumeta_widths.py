@@ -1,6 +1,6 @@
 """NeuMeta at any width: runs experiments/neumeta_widths.yaml and individually trained baselines.
 
-    python scripts/neumeta_widths.py                    # 3 seeds (about 10 minutes each on 2 cores)
+    python scripts/neumeta_widths.py                    # 3 seeds (about 12 minutes each on 2 cores)
     python scripts/neumeta_widths.py --seeds 0          # one seed
     python scripts/neumeta_widths.py --from runs/neumeta_widths-<stamp> [...]   # re-read finished runs
     python scripts/neumeta_widths.py --quick            # a smoke run on digits (tests use it)
