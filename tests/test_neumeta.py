@@ -89,7 +89,7 @@ def test_neumeta_class_incremental_infers_the_task(tmp_path):
     assert data["status"] == "completed" and data["experiences"][-1]["strategy"]["weight_drift"].keys() == {
         "0", "1", "2", "3", "4"}
     # Seeds 0/1/2 gave 0.65/0.57/0.36 (naive 0.21/0.10/0.30); the margins below leave room for
-    # another CPU's floating point. Old tasks are where task inference shows: naive keeps ~0 there.
+    # another CPU's floating point. Old tasks are where task inference shows: naive kept 0.13-0.17.
     assert data["metrics"]["acc"] > 0.4 and data["metrics"]["acc"] > baseline["metrics"]["acc"] + 0.15
     old, naive_old = R[-1, :-1].mean(), np.array(baseline["R"])[-1, :-1].mean()
     assert old > 0.3 and old > naive_old + 0.2, (old, naive_old)
