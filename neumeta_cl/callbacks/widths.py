@@ -33,7 +33,7 @@ class WidthSweep(ExperienceHook):
         for f in self.fractions:
             widths = list(generator.layout.at_fraction(f))
             accs, ms = [], []
-            if generator.classes is not None:  # class-incremental: one router over every seen task
+            if generator.infers_task:  # class-incremental: one router over every seen task
                 t0 = time.perf_counter()
                 net = generator.router(widths, samples=self.samples, noise=self.noise)
                 ms.append((time.perf_counter() - t0) * 1e3)

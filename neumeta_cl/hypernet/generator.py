@@ -47,6 +47,8 @@ class NeuMetaGenerator(nn.Module):
         self.layout, self.heads = layout, list(heads)
         # Class-incremental use: the global classes each task's outputs stand for, and how many
         # classes there are in all (``router``). None for task-incremental use.
+        if (classes is None) != (n_classes is None):
+            raise ValueError("classes and n_classes go together (class-incremental use) or not at all.")
         self.classes = None if classes is None else [list(map(int, c)) for c in classes]
         self.n_classes = n_classes
         full = layout.shapes(layout.widths, max(heads, default=1))
@@ -65,10 +67,15 @@ class NeuMetaGenerator(nn.Module):
             raise ConfigError(f"Task {task} does not exist; this generator knows tasks 0..{len(self.heads) - 1}.")
         return int(task)
 
+    @property
+    def infers_task(self) -> bool:
+        """Class-incremental use: tasks are added per experience and inferred at test time."""
+        return self.classes is not None
+
     def add_task(self, classes: list[int]) -> int:
         """A new task whose outputs stand for the global ``classes`` (class-incremental use: one
         task per experience, added when it starts); returns its id."""
-        if self.classes is None or self.n_classes is None:
+        if not self.infers_task:
             raise ConfigError("This generator was built for task-incremental use; its tasks are fixed.")
         device = self.inr.stem.weight.device
         self.inr.task_emb.append(nn.Parameter(torch.randn(self.arch["task_dim"], device=device)))
@@ -188,7 +195,7 @@ class NeuMetaGenerator(nn.Module):
                noise: float = 0.0) -> EntropyRouter:
         """Class-incremental deployment: every task's network at ``widths`` (or ``fraction`` of the
         full width), behind an ``EntropyRouter`` that infers each input's task (an ordinary module)."""
-        if self.classes is None or self.n_classes is None:
+        if not self.infers_task:
             raise ConfigError("router() needs a generator trained on a class-incremental stream; for a "
                               "task-incremental one, generate(task, ...) gives each task's network.")
         if not self.heads:

@@ -107,7 +107,7 @@ class GeneratedNets(nn.Module):
 
     def forward(self, x: torch.Tensor, t: torch.Tensor | None = None) -> torch.Tensor:
         generator = self.generator
-        if generator.classes is not None:  # class-incremental: the task is inferred, t is ignored
+        if generator.infers_task:  # class-incremental: the task is inferred, t is ignored
             if not generator.heads:  # before the first experience: no task, no opinion
                 return x.new_zeros((x.shape[0], generator.n_classes))
             tasks = range(len(generator.heads))
@@ -138,22 +138,22 @@ class NeuMeta(ContinualModule):
         if not isinstance(head, (MultiHead, SingleHead)):
             raise ConfigError(f"strategy=neumeta generates MLP or CNN targets with a linear head, not "
                               f"{type(net).__name__}; use model=mlp or model=cnn.")
-        # Task-incremental: one generated network per task label. Class-/domain-incremental: one per
-        # experience, added as it starts; at test time the task is inferred (``hypernet.routing``).
-        infer_task = isinstance(head, SingleHead)
         eval_fractions = list(eval_fractions if eval_fractions is not None else [0.25, 0.5, 0.75, 1.0])
         _check(min_width=min_width, coord_noise=coord_noise, recon_weight=recon_weight, l2_weight=l2_weight,
                reg_weight=reg_weight, eval_samples=eval_samples, teacher_epochs=teacher_epochs, teachers=teachers,
                task_init=task_init, eval_fractions=eval_fractions)
         layout = TargetLayout.from_net(net)
-        if infer_task:
+        # Task-incremental: one generated network per task label. Class-/domain-incremental (a single
+        # head): one per experience, added as it starts; at test time the task is inferred
+        # (``hypernet.routing``).
+        if isinstance(head, SingleHead):
             generator = NeuMetaGenerator(layout, [], hidden, n_blocks, n_freqs, task_dim=task_dim, film=film,
                                          classes=[], n_classes=head.linear.out_features)
         else:
             generator = NeuMetaGenerator(layout, head.sizes, hidden, n_blocks, n_freqs, task_dim=task_dim, film=film)
         super().__init__(GeneratedNets(generator, eval_samples, coord_noise if eval_samples > 1 else 0.0), optim,
                          batch_size=batch_size, seed=seed)
-        self.layout, self.infer_task = layout, infer_task
+        self.layout = layout
         self.coord_noise, self.recon_weight, self.l2_weight = coord_noise, recon_weight, l2_weight
         self.reg_weight, self.task_init, self.teachers = reg_weight, task_init, teachers
         self.teacher_epochs, self.recon_steps, self.clip_grad = teacher_epochs, recon_steps, clip_grad
@@ -171,6 +171,10 @@ class NeuMeta(ContinualModule):
     @property
     def generator(self) -> NeuMetaGenerator:
         return self.net.generator
+
+    @property
+    def infer_task(self) -> bool:
+        return self.generator.infers_task
 
     # -- experience boundaries -----------------------------------------------------------------
     def before_experience(self, experience: TensorExperience) -> None:
@@ -243,8 +247,8 @@ class NeuMeta(ContinualModule):
         params = [p for p in self.generator.parameters() if p.requires_grad]
         opt = self.optim.build(params)
         for _ in range(self.recon_steps):
-            raw, reg_width = self._generate(noise=self.coord_noise, drawn=False)
-            loss = reconstruction(raw[0], self.teacher) + self._old_task_penalty(raw[1:], reg_width)
+            raws, requests = self._generate(noise=self.coord_noise, drawn=False)
+            loss = reconstruction(raws[0], self.teacher) + self._old_task_penalty(raws[1:], requests[1:])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, self.clip_grad)
@@ -290,7 +294,7 @@ class NeuMeta(ContinualModule):
     def _generate(self, noise: float, drawn: bool = True):
         """One INR pass: task t at full width (then, if ``drawn``, at the narrowest and at a random
         training width), then every old task at full width and at one random training width.
-        Returns the raw outputs in that order and the old tasks' random width."""
+        Returns the raw outputs and their requests, in that order."""
         task, full = self.task, tuple(self.layout.widths)
         requests = [Request(task, full, noise)]
         if drawn:  # the sandwich rule (Yu & Huang 2019): the narrowest width and a random one
@@ -300,30 +304,29 @@ class NeuMeta(ContinualModule):
         # one drawn width.
         reg_width = self.rng.choice(self.train_widths)
         requests += [Request(k, w) for k in sorted(self.trained) for w in (full, reg_width)]
-        self._requests = requests
-        return self.generator.raw_many(requests, self.noise_gen), reg_width
+        return self.generator.raw_many(requests, self.noise_gen), requests
 
-    def _old_task_penalty(self, raws: list[Weights], width) -> torch.Tensor | float:
-        """von Oswald et al.'s output regulariser, on unit-scale raw outputs (mean over weights)."""
+    def _old_task_penalty(self, raws: list[Weights], requests: list[Request]) -> torch.Tensor | float:
+        """von Oswald et al.'s output regulariser, on unit-scale raw outputs (mean over weights):
+        each old task's outputs against what it generated at that width before this experience."""
         if not raws or not self.reg_weight:
             return 0.0
-        keys = [(k, w) for k in sorted(self.trained) for w in (tuple(self.layout.widths), width)]
-        reg = sum((flat(r) - self.old_targets[key]).pow(2).mean() for key, r in zip(keys, raws))
-        return self.reg_weight * reg / len(keys)
+        reg = sum((flat(raw) - self.old_targets[(r.task, r.widths)]).pow(2).mean() for raw, r in zip(raws, requests))
+        return self.reg_weight * reg / len(requests)
 
     def compute_loss(self, batch) -> torch.Tensor:
         x, y, _ = batch
         y = self._local(y)
-        raws, reg_width = self._generate(self.coord_noise)
+        raws, requests = self._generate(self.coord_noise)
         loss = 0.0
-        for raw, request in zip(raws[:3], self._requests[:3]):  # full, narrowest, random width
+        for raw, request in zip(raws[:3], requests[:3]):  # full, narrowest, random width
             weights = self.generator.scale(raw, request)
             loss = loss + F.cross_entropy(self.generator.run(weights, self.task, request.widths, x), y)
         if self.teacher is not None:
             loss = loss + self.recon_weight * reconstruction(raws[0], self.teacher)
         if self.l2_weight:
             loss = loss + self.l2_weight * flat(raws[0]).pow(2).mean()
-        return loss + self._old_task_penalty(raws[3:], reg_width)
+        return loss + self._old_task_penalty(raws[3:], requests[3:])
 
     def training_step(self, batch, batch_idx):
         loss = super().training_step(batch, batch_idx)
