@@ -644,3 +644,10 @@ def test_neumeta_strategy_infers_tasks_on_class_incremental_streams():
         assert module._local(exp.y).tolist() == [exp.classes.index(c) for c in exp.y.tolist()]
     with pytest.raises(ConfigError, match="in order"):
         module.before_experience(stream.train[4])
+
+
+def test_load_generator_names_the_missing_file(tmp_path):
+    from neumeta_cl.hypernet import load_generator
+
+    with pytest.raises(ConfigError, match=r"No generator at .*missing\.pt; a neumeta run saves one"):
+        load_generator(tmp_path / "missing.pt")
