@@ -7,7 +7,7 @@ import os
 import sys
 import warnings
 
-from neumeta_cl.errors import TrainingDiverged, UserError
+from neumeta_cl.errors import RunInterrupted, TrainingDiverged, UserError
 
 USAGE_EXAMPLES = """\
 examples:
@@ -55,8 +55,10 @@ def _cmd_run(args) -> int:
     from neumeta_cl.tracking.results import load_results
 
     cfg = load(args.overrides)
-    result = run_continual(cfg)
+    result = run_continual(cfg, overrides=args.overrides)
     console = table.console()
+    if result.skipped:
+        console.print(f"already finished: {result.results_path} (rerun with resume=false to run it again in a fresh folder)")
     frame = table.summary_frame(table.metrics_frame({cfg.strategy.name: [load_results(result.results_path)]}))
     console.print(table.render(frame, f"{cfg.benchmark.name} · {cfg.model.name} · seed {cfg.seed}"))
     console.print(f"results: {result.results_path}")
@@ -74,7 +76,8 @@ def _cmd_experiment(args) -> int:
 
     def done(label, seed, result):
         acc = result.outcome.R[-1].mean()
-        console.print(f"[green]done[/] {label} seed {seed}: ACC {acc:.3f}  ({result.results_path})")
+        what = "finished before" if result.skipped else "done"
+        console.print(f"[green]{what}[/] {label} seed {seed}: ACC {acc:.3f}  ({result.results_path})")
 
     res = run_experiment(args.name, args.overrides, args.out, on_run_done=done)
     title = spec.get("description") or spec["name"]
@@ -114,8 +117,12 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingDiverged as e:
         print(f"error: {e} Finished experiences are kept in results.json (status: failed).", file=sys.stderr)
         return e.exit_code
-    except KeyboardInterrupt:
-        print("interrupted; finished experiences are kept in results.json (status: interrupted).", file=sys.stderr)
+    except RunInterrupted as e:
+        print(f"{e}: finished experiences are kept in results.json and the checkpoint (status: interrupted); "
+              "rerun the same command to resume.", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:  # before or after the run (its own Ctrl-C is a RunInterrupted)
+        print("interrupted.", file=sys.stderr)
         return 130
 
 

@@ -100,6 +100,12 @@ def validate(cfg: DictConfig) -> None:
     from neumeta_cl.nets import MODELS
     from neumeta_cl.strategies import STRATEGIES
 
+    from neumeta_cl.tracking.run_folder import check_run_name
+
+    _check_seed(cfg.seed)
+    check_run_name(cfg.run_name)
+    if not isinstance(cfg.resume, bool):
+        raise ConfigError(f"resume must be true or false, got {cfg.resume!r}.")
     DATASETS.get(cfg.benchmark.dataset)
     STREAM_KINDS.get(cfg.benchmark.kind)
     MODELS.get(cfg.model.name)
@@ -122,12 +128,49 @@ def validate(cfg: DictConfig) -> None:
     for key in ("ewc_lambda", "alpha"):
         if cfg.strategy.get(key) is not None:
             _positive(cfg.strategy[key], f"strategy.{key}", allow_zero=True)
+    _positive(cfg.morph.probe_size, "morph.probe_size")
+    _check_schedule(cfg)
     if cfg.train.optimizer not in ("sgd", "adam"):
         raise ConfigError(f"Unknown train.optimizer '{cfg.train.optimizer}'; valid optimizers are: adam, sgd.")
 
 
+def _check_added_keys(overrides: list[str]) -> None:
+    """``+key=value`` adds a key Hydra does not know; we know every key, so an added one is a typo."""
+    added = [o for o in overrides if o.startswith("+") and "=" in o]
+    if not added:
+        return
+    base = compose([o for o in overrides if not o.startswith("+")])
+    for o in added:
+        key = o.lstrip("+").split("=", 1)[0]
+        if key in GROUPS or OmegaConf.select(base, key, default="__missing__") != "__missing__":
+            continue
+        valid = _keys_at(base, key)
+        hint = f"; valid keys here are: {', '.join(valid)}" if valid else ""
+        raise ConfigError(f"Unknown config key '{key}' (added with +){hint}. Every key already exists in configs/: "
+                          f"set it without the +, e.g. {key}=VALUE, after fixing its name.")
+
+
+def _check_seed(seed) -> None:
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+        raise ConfigError(f"seed must be an integer from 0 to 4294967295, got {seed!r}; set it with seed=<integer>.")
+
+
+def _check_schedule(cfg: DictConfig) -> None:
+    n = cfg.benchmark.n_experiences
+    for entry in cfg.morph.schedule:
+        at = entry.get("at") if isinstance(entry, DictConfig) else None
+        if isinstance(at, bool) or not isinstance(at, int) or not 0 <= at < n:
+            raise ConfigError(f"morph.schedule has a morph at experience {at!r}, but the stream has experiences "
+                              f"0..{n - 1}; change `at` or benchmark.n_experiences.")
+    if cfg.morph.schedule and cfg.strategy.name == "neumeta":
+        raise ConfigError("strategy=neumeta generates its networks at any width and takes no morph.schedule; "
+                          "remove morph.schedule or choose another strategy.")
+
+
 def load(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
+    overrides = list(overrides)
     cfg = compose(overrides)
+    _check_added_keys(overrides)
     validate(cfg)
     return cfg
 

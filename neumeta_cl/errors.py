@@ -19,3 +19,15 @@ class TrainingDiverged(Exception):
     """The loss became NaN or infinite; the run stops and records why."""
 
     exit_code = 1
+
+
+class RunInterrupted(Exception):
+    """SIGTERM or SIGINT stopped the run; the exit code is 128 + the signal number (143, 130)."""
+
+    def __init__(self, signum: int):
+        import signal
+
+        self.signum = signum
+        self.signal = signal.Signals(signum).name
+        self.exit_code = 128 + signum
+        super().__init__(f"interrupted by {self.signal}")

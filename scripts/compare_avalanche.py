@@ -107,16 +107,16 @@ QUICK_EPOCHS = 30
 
 
 def _capture_init_hook():
-    """An ExperienceHook that deep-copies the network at run start (after b, before any training)."""
-    from neumeta_cl.runner import ExperienceHook
+    """A plugin that deep-copies the network at run start (after b, before any training)."""
+    from neumeta_cl.protocol import Plugin
 
-    class CaptureInit(ExperienceHook):
+    class CaptureInit(Plugin):
         net = outcome = None
 
-        def on_run_start(self, runner):
+        def before_run(self, runner):
             self.net = copy.deepcopy(runner.net).cpu()
 
-        def on_run_end(self, runner):  # also after a failure: R and b up to the failed experience
+        def after_run(self, runner):  # also after a failure: R and b up to the failed experience
             self.outcome = runner.outcome
 
     return CaptureInit()
@@ -149,7 +149,7 @@ def run_ours(cfg):
     t0 = time.perf_counter()
     diverged = None
     try:
-        run_continual(cfg, extra_hooks=[capture])
+        run_continual(cfg, plugins=[capture])
     except TrainingDiverged as e:
         diverged = str(e)
     seconds = time.perf_counter() - t0

@@ -46,7 +46,7 @@ def train_individuals(cfg, fractions: list[float]) -> dict:
     from neumeta_cl.nets import build_model
     from neumeta_cl.nets.evaluation import tensor_accuracy
     from neumeta_cl.run import build_stream_from
-    from neumeta_cl.runner.single import fit_experience
+    from neumeta_cl.strategies.fit import fit_experience
     from neumeta_cl.strategies import OptimConfig
 
     t = cfg.train

@@ -33,3 +33,24 @@ def fast_overrides(tmp_path):
         "train.batch_size=32", "train.lr=0.05", "logger.mode=disabled", f"output_dir={tmp_path / 'runs'}",
         "run_name=test", "train.progress_bar=false",
     ]
+
+
+class Boundary:
+    """What the loop hands plugins at an experience boundary (``neumeta_cl.protocol``), for tests
+    that drive a strategy's events without a whole run."""
+
+    def __init__(self, strategy, experience, device="cpu"):
+        self.strategy, self.experience, self.device = strategy, experience, torch.device(device)
+        self.index = experience.index
+
+    @property
+    def net(self):
+        return self.strategy.net
+
+
+def end_experience(strategy, experience) -> None:
+    """The loop's consolidation after training: every plugin's ``after_training``, then the strategy's."""
+    run = Boundary(strategy, experience)
+    for part in strategy.parts:
+        part.after_training(run)
+    strategy.after_training(experience)

@@ -66,16 +66,17 @@ def test_prune_grow_keeps_a_fraction_of_free_units(fast_overrides):
     from neumeta_cl.strategies import OptimConfig, build_strategy
 
     from neumeta_cl.run import build_stream_from
+    from tests.conftest import end_experience
 
     cfg = load(fast_overrides + ["benchmark.scenario=task"])
     stream = build_stream_from(cfg)
     module = build_strategy({"name": "prune_grow", "keep": 0.25, "retrain_steps": 10},
                             MLP(stream.input_shape, [40, 40], stream.n_classes, stream.heads), OptimConfig(), 32, 0)
     module.before_experience(stream.train[0])
-    module.after_experience(stream.train[0])
+    end_experience(module, stream.train[0])
     h = module.packing.history[-1]
     assert h["kept"] == [10, 10] and h["free_after"] == [30, 30]
-    module.after_experience(stream.train[1])
+    end_experience(module, stream.train[1])
     assert module.packing.history[-1]["free_after"] == [22, 22]  # round(0.25 * 30) = 8 more kept
 
 

@@ -15,6 +15,7 @@ from neumeta_cl.run import build_stream_from, run_continual
 from neumeta_cl.strategies import OptimConfig, build_strategy
 from neumeta_cl.strategies.neumeta import flat
 from neumeta_cl.tracking.wandb_file import read_run
+from tests.conftest import end_experience
 
 
 def digits_overrides(tmp_path, *extra):
@@ -116,7 +117,7 @@ def _train(strategy, exp, epochs=3, lr=3e-3):
             opt.zero_grad()
             loss.backward()
             opt.step()
-    strategy.after_experience(exp)
+    end_experience(strategy, exp)
 
 
 def _task0_change(tmp_path, reg_weight: float) -> tuple[float, float, float]:

@@ -11,7 +11,7 @@ from neumeta_cl.config import load
 from neumeta_cl.errors import TrainingDiverged
 from neumeta_cl.metrics import backward_transfer, forward_transfer
 from neumeta_cl.run import run_continual
-from neumeta_cl.runner import ExperienceHook
+from neumeta_cl.protocol import Plugin
 from neumeta_cl.tracking.wandb_file import read_run
 
 
@@ -86,14 +86,14 @@ def test_offline_wandb_run_files_hold_what_was_logged(fast_overrides):
     assert run.config["strategy"]["buffer_size"] == 500
 
 
-class BreakAt(ExperienceHook):
+class BreakAt(Plugin):
     """Puts a NaN into the network when experience ``index`` starts (a broken morph, say)."""
 
     def __init__(self, index):
         self.index = index
 
-    def on_experience_start(self, runner, index):
-        if index == self.index:
+    def before_experience(self, runner):
+        if runner.index == self.index:
             with torch.no_grad():
                 next(runner.net.parameters()).fill_(float("nan"))
 
@@ -101,8 +101,9 @@ class BreakAt(ExperienceHook):
 def test_nan_loss_stops_the_run_and_keeps_finished_experiences(fast_overrides):
     cfg = load(fast_overrides)
     with pytest.raises(TrainingDiverged, match="loss became nan at experience 2"):
-        run_continual(cfg, extra_hooks=[BreakAt(2)])
-    data = json.loads((Path(cfg.output_dir) / "test" / "results.json").read_text())
+        run_continual(cfg, plugins=[BreakAt(2)])
+    [path] = Path(cfg.output_dir).glob("test-*/results.json")
+    data = json.loads(path.read_text())
     assert data["status"] == "failed" and "nan" in data["reason"]
     assert len(data["R"]) == 2 and len(data["experiences"]) == 2
     assert data["metrics"]["experiences_done"] == 2

@@ -11,6 +11,7 @@ from neumeta_cl.errors import ConfigError
 from neumeta_cl.nets import MLP
 from neumeta_cl.strategies import EWCPenalty, OptimConfig, ReplayBuffer, build_strategy
 from neumeta_cl.strategies.ewc import diagonal_fisher, ewc_penalty
+from tests.conftest import Boundary, end_experience
 from neumeta_cl.strategies.lwf import Distillation, distillation_loss
 from neumeta_cl.strategies.replay import balanced_quota
 
@@ -59,17 +60,17 @@ def test_online_ewc_decays_old_importance_and_keeps_one_anchor():
     m.net = MLP((1, 8), [8], n_classes=2)
     piece = EWCPenalty(ewc_lambda=1.0, mode="online", decay=0.5, fisher_batch_size=16)
     e0, e1 = _exp(0, seed=0), _exp(1, seed=1)
-    piece.after_experience(m, e0)
+    piece.after_training(Boundary(m, e0))
     f0 = {k: v.clone() for k, v in piece.anchors[0][0].items()}
-    piece.after_experience(m, e1)
+    piece.after_training(Boundary(m, e1))
     f1 = diagonal_fisher(m.net, e1.x, e1.y, e1.t, 16)
     assert len(piece.anchors) == 1
     for k in f0:
         torch.testing.assert_close(piece.anchors[0][0][k], 0.5 * f0[k] + f1[k])
 
     separate = EWCPenalty(ewc_lambda=1.0, mode="separate")
-    separate.after_experience(m, e0)
-    separate.after_experience(m, e1)
+    separate.after_training(Boundary(m, e0))
+    separate.after_training(Boundary(m, e1))
     assert len(separate.anchors) == 2
 
 
@@ -118,7 +119,7 @@ def test_replay_batches_append_buffered_samples():
     module = build_strategy({"name": "replay", "buffer_size": 30, "mem_batch_size": 7}, net, OptimConfig(), 16, 0)
     batch = (torch.randn(16, 1, 8), torch.zeros(16, dtype=torch.long), torch.zeros(16, dtype=torch.long))
     assert module.training_batch(batch)[0].shape[0] == 16  # empty buffer: batch unchanged
-    module.after_experience(_exp(0, classes=(0, 1)))
+    end_experience(module, _exp(0, classes=(0, 1)))
     x, y, t = module.training_batch(batch)
     assert x.shape[0] == 23 and set(y[16:].tolist()) <= {0, 1}
 
@@ -133,13 +134,13 @@ def test_distillation_is_zero_for_the_teacher_itself_and_positive_after_drift():
     m.net = MLP((1, 8), [16], n_classes=4)
     piece = Distillation(alpha=1.0, temperature=2.0)
     exp = _exp(0, classes=(0, 1))
-    piece.after_experience(m, exp)
+    piece.after_training(Boundary(m, exp))
     x = torch.randn(10, 1, 8)
     t = torch.zeros(10, dtype=torch.long)
-    assert abs(float(piece.penalty(m, x, t, m.net(x, t)))) < 1e-7
+    assert abs(float(piece.loss(m, x, t, m.net(x, t)))) < 1e-7
     with torch.no_grad():
         m.net.head.linear.weight.add_(torch.randn_like(m.net.head.linear.weight))
-    assert float(piece.penalty(m, x, t, m.net(x, t))) > 1e-3
+    assert float(piece.loss(m, x, t, m.net(x, t))) > 1e-3
 
 
 def test_distillation_loss_equals_avalanche_lwf():

@@ -205,13 +205,29 @@ class NeuMetaGenerator(nn.Module):
         return EntropyRouter(nets, self.classes, self.n_classes).eval()
 
 
-def save_generator(generator: NeuMetaGenerator, path) -> None:
-    """Everything ``load_generator`` needs: the target family, the heads, the INR and its weights."""
+def generator_state(generator: NeuMetaGenerator) -> dict:
+    """Everything ``generator_from_state`` needs: the target family, the heads, the INR and its weights."""
     from dataclasses import asdict
 
-    torch.save({"layout": asdict(generator.layout), "heads": generator.heads, "arch": generator.arch,
-                "classes": generator.classes, "n_classes": generator.n_classes,
-                "state_dict": generator.state_dict()}, path)
+    return {"layout": asdict(generator.layout), "heads": list(generator.heads), "arch": dict(generator.arch),
+            "classes": generator.classes, "n_classes": generator.n_classes, "state_dict": generator.state_dict()}
+
+
+def generator_from_state(saved: dict) -> NeuMetaGenerator:
+    layout = saved["layout"]
+    layout = TargetLayout(**{**layout, "input_shape": tuple(layout["input_shape"]), "widths": tuple(layout["widths"])})
+    classes = saved.get("classes")
+    generator = NeuMetaGenerator(layout, list(saved["heads"]), **saved["arch"],
+                                 classes=None if classes is None else [list(c) for c in classes],
+                                 n_classes=saved.get("n_classes"))
+    generator.load_state_dict(saved["state_dict"])
+    return generator
+
+
+def save_generator(generator: NeuMetaGenerator, path) -> None:
+    from neumeta_cl.tracking.atomic import save_atomic
+
+    save_atomic(generator_state(generator), path)
 
 
 def load_generator(path) -> NeuMetaGenerator:
@@ -220,13 +236,7 @@ def load_generator(path) -> NeuMetaGenerator:
 
     if not Path(path).exists():
         raise ConfigError(f"No generator at {path}; a neumeta run saves one as runs/<run-name>/generator.pt.")
-    saved = torch.load(path, map_location="cpu", weights_only=True)
-    layout = saved["layout"]
-    layout = TargetLayout(**{**layout, "input_shape": tuple(layout["input_shape"]), "widths": tuple(layout["widths"])})
-    generator = NeuMetaGenerator(layout, saved["heads"], **saved["arch"], classes=saved.get("classes"),
-                                 n_classes=saved.get("n_classes"))
-    generator.load_state_dict(saved["state_dict"])
-    return generator.eval()
+    return generator_from_state(torch.load(path, map_location="cpu", weights_only=True)).eval()
 
 
 def widths_for_budget(layout: TargetLayout, n_classes: int, budget: dict) -> tuple[int, ...]:

@@ -1,8 +1,8 @@
-"""The LightningModule every strategy is: a morphable net, a loss, and composable pieces.
+"""The LightningModule every strategy is: a morphable net, a loss, and the plugins it is built from.
 
-A strategy is a ``ContinualModule`` plus a few *pieces* (EWC's penalty, LwF's distillation, a
-replay buffer). Pieces see the experience boundaries through ``before_experience`` /
-``after_experience`` and add to the loss through ``penalty``; none of them owns a training loop.
+A strategy is a ``ContinualModule`` plus a few plugins (``neumeta_cl.protocol.Plugin``): EWC's
+penalty, LwF's distillation, a replay buffer. They see the experience boundaries through the loop's
+events and add to the loss through ``Plugin.loss``; none of them owns a training loop.
 """
 
 from __future__ import annotations
@@ -17,25 +17,8 @@ from torch import nn
 
 from neumeta_cl.data import TensorExperience
 from neumeta_cl.errors import ConfigError, TrainingDiverged
-
-
-class Piece:
-    """A composable part of a strategy. Override only what you need."""
-
-    def before_experience(self, module: "ContinualModule", experience: TensorExperience) -> None:
-        pass
-
-    def penalty(self, module: "ContinualModule", x: torch.Tensor, t: torch.Tensor, logits: torch.Tensor):
-        return 0.0
-
-    def after_backward(self, module: "ContinualModule") -> None:
-        """Gradients are in ``p.grad`` and the optimizer has not stepped: mask or project them here."""
-
-    def after_step(self, module: "ContinualModule") -> None:
-        """The optimizer has stepped: restore frozen values, clip weights, update running statistics."""
-
-    def after_experience(self, module: "ContinualModule", experience: TensorExperience) -> None:
-        pass
+from neumeta_cl.nets.structure import load_net, net_state
+from neumeta_cl.protocol import Plugin, RunSettings, StrategyReport, load_state_of, state_of
 
 
 @dataclass(frozen=True)
@@ -54,47 +37,80 @@ class OptimConfig:
 
 
 class ContinualModule(pl.LightningModule):
-    """Fine-tunes ``net`` on the current experience with cross-entropy plus the pieces' penalties.
+    """Fine-tunes ``net`` on the current experience with cross-entropy plus its plugins' losses.
 
-    ``net(x, t)`` returns logits; ``t`` holds task labels (used by multi-head nets only). The
-    optimizer is built afresh for every ``Trainer.fit``, so after a morph replaces parameters the
-    next experience optimises the new ones.
+    Implements ``neumeta_cl.protocol.Strategy``. ``net(x, t)`` returns logits; ``t`` holds task
+    labels (used by multi-head nets only). The optimizer is built afresh for every
+    ``Trainer.fit``, so after a morph replaces parameters the next experience optimises the new
+    ones, and nothing of the optimizer outlives an experience (a checkpoint needs none of it).
 
-    Optimization is manual (one backward, then ``Piece.after_backward``, then one step): CL methods
-    routinely edit gradients between the two (masks, projections), and it skips Lightning's
-    closure machinery, which is most of its per-step overhead.
+    Optimization is manual (one backward, then ``Plugin.after_backward``, then one step): CL
+    methods routinely edit gradients between the two (masks, projections), and it skips
+    Lightning's closure machinery, which is most of its per-step overhead.
     """
 
     def __init__(self, net: nn.Module, optim: OptimConfig, *, batch_size: int = 128, seed: int = 0,
-                 pieces: list[Piece] | None = None):
+                 parts: list[Plugin] | None = None):
         super().__init__()
         self.net = net
         self.optim = optim
         self.batch_size = batch_size
         self.seed = seed
-        self.pieces: list[Piece] = list(pieces or [])
+        self.parts: list[Plugin] = list(parts or [])  # the plugins this strategy is built from
         self.experience_index = -1
-        self.show_progress = True  # the loss on Lightning's progress bar (off when no bar is shown)
         self.automatic_optimization = False
-        self.morph_policy = None  # plans morphs between experiences (see neumeta_cl.callbacks)
 
-    # -- experience boundaries (called by the runner, outside Trainer.fit) --------------------
-    def train_experience(self, stream, index: int) -> TensorExperience:
+    # -- the protocol (called by the loop, outside Trainer.fit) -------------------------------
+    def train_data(self, stream, index: int) -> TensorExperience:
         """The data trained on at experience ``index``: the new experience only (``joint`` overrides)."""
         return stream.train[index]
 
+    def plugins(self, settings: RunSettings) -> list[Plugin]:
+        """The plugins this strategy brings to the run; subclasses add run-level ones (a width sweep)."""
+        return list(self.parts)
+
     def before_experience(self, experience: TensorExperience) -> None:
         self.experience_index = experience.index
-        for piece in self.pieces:
-            piece.before_experience(self, experience)
 
-    def after_experience(self, experience: TensorExperience) -> None:
-        for piece in self.pieces:
-            piece.after_experience(self, experience)
+    def after_training(self, experience: TensorExperience) -> None:
+        """Consolidation of the strategy itself, after its plugins' ``after_training``."""
 
-    def experience_info(self) -> dict:
-        """What the strategy did at the end of the experience (recorded in results.json)."""
+    def report(self) -> StrategyReport:
+        """What the strategy did in the experience just finished (recorded in results.json)."""
+        return StrategyReport()
+
+    def replace_net(self, net: nn.Module, param_map=None) -> None:
+        """Adopt a morphed net; every plugin's per-parameter state follows the morph."""
+        self.net = net
+        if param_map is not None:
+            for part in self.parts:
+                part.remap(param_map)
+
+    # -- state -----------------------------------------------------------------------------------
+    def net_state(self) -> dict:
+        return net_state(self.net)
+
+    def load_net_state(self, state: dict) -> None:
+        self.net = load_net(state)
+
+    def extra_state(self) -> dict:
+        """State a subclass owns beyond the net and the plugins (random generators, targets)."""
         return {}
+
+    def load_extra_state(self, state: dict) -> None:
+        pass
+
+    def state_dict(self, *args, **kwargs) -> dict:  # plain data; see neumeta_cl.protocol
+        if args or kwargs:  # torch's own recursion into a parent module: the ordinary tensor dict
+            return super().state_dict(*args, **kwargs)
+        return {"net": self.net_state(), "plugins": state_of(self.parts), "experience_index": self.experience_index,
+                "extra": self.extra_state()}
+
+    def load_state_dict(self, state: dict, strict: bool = True, assign: bool = False):
+        self.load_net_state(state["net"])
+        load_state_of(self.parts, state["plugins"])
+        self.experience_index = state["experience_index"]
+        self.load_extra_state(state["extra"])
 
     # -- training ------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, t: torch.Tensor | None = None) -> torch.Tensor:
@@ -104,18 +120,13 @@ class ContinualModule(pl.LightningModule):
         """The batch the loss is computed on; replay appends buffered samples here."""
         return batch
 
-    def experience_hooks(self, run_dir=None) -> list:
-        """Experience hooks the strategy brings to the runner (e.g. NeuMeta's width sweep); files
-        they write go to ``run_dir``."""
-        return []
-
     def compute_loss(self, batch) -> torch.Tensor:
-        """Cross-entropy on the (possibly extended) batch plus every piece's penalty."""
+        """Cross-entropy on the (possibly extended) batch plus every plugin's loss term."""
         x, y, t = self.training_batch(batch)
         logits = self.net(x, t)
         loss = F.cross_entropy(logits, y)
-        for piece in self.pieces:
-            loss = loss + piece.penalty(self, x, t, logits)
+        for part in self.parts:
+            loss = loss + part.loss(self, x, t, logits)
         return loss
 
     def training_step(self, batch, batch_idx):
@@ -128,12 +139,12 @@ class ContinualModule(pl.LightningModule):
         opt = self.optimizers()
         opt.zero_grad(set_to_none=True)
         self.manual_backward(loss)
-        for piece in self.pieces:
-            piece.after_backward(self)
+        for part in self.parts:
+            part.after_backward(self)
         opt.step()
-        for piece in self.pieces:
-            piece.after_step(self)
-        if self.show_progress:
+        for part in self.parts:
+            part.after_step(self)
+        if self.trainer.progress_bar_callback is not None:  # the loss on the bar, when there is one
             self.log("loss", loss, prog_bar=True, logger=False)
         return loss.detach()
 

@@ -14,9 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from neumeta_cl.data import TensorExperience
 from neumeta_cl.errors import ConfigError
-from neumeta_cl.strategies.base import ContinualModule, OptimConfig, Piece
+from neumeta_cl.protocol import Plugin
+from neumeta_cl.strategies.base import ContinualModule, OptimConfig
 
 
 def diagonal_fisher(net: nn.Module, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor, batch_size: int) -> dict[str, torch.Tensor]:
@@ -51,7 +51,7 @@ def ewc_penalty(net: nn.Module, anchors: list[tuple[dict, dict]]) -> torch.Tenso
     return total
 
 
-class EWCPenalty(Piece):
+class EWCPenalty(Plugin):
     def __init__(self, ewc_lambda: float, mode: str = "separate", decay: float = 1.0, fisher_batch_size: int = 128):
         if mode not in ("separate", "online"):
             raise ConfigError(f"Unknown EWC mode '{mode}'; valid modes are: online, separate.")
@@ -62,21 +62,27 @@ class EWCPenalty(Piece):
         self.ewc_lambda, self.mode, self.decay, self.fisher_batch_size = ewc_lambda, mode, decay, fisher_batch_size
         self.anchors: list[tuple[dict, dict]] = []  # (fisher, theta*) per anchor
 
-    def penalty(self, module, x, t, logits):
+    def loss(self, strategy, x, t, logits):
         if not self.anchors or self.ewc_lambda == 0:
             return 0.0
-        return self.ewc_lambda * ewc_penalty(module.net, self.anchors)
+        return self.ewc_lambda * ewc_penalty(strategy.net, self.anchors)
 
     def remap(self, param_map) -> None:
         """Follow a morph: copied units keep their (rescaled) importance, new units start free."""
         self.anchors = [(param_map.remap_importance(f), param_map.remap_anchor(s)) for f, s in self.anchors]
 
-    def after_experience(self, module, experience: TensorExperience) -> None:
-        device = module.device
+    def state_dict(self) -> dict:
+        return {"anchors": [{"fisher": f, "star": s} for f, s in self.anchors]}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.anchors = [(a["fisher"], a["star"]) for a in state["anchors"]]
+
+    def after_training(self, run) -> None:
+        net, experience, device = run.strategy.net, run.experience, run.device
         fisher = diagonal_fisher(
-            module.net, experience.x.to(device), experience.y.to(device), experience.t.to(device), self.fisher_batch_size
+            net, experience.x.to(device), experience.y.to(device), experience.t.to(device), self.fisher_batch_size
         )
-        star = {name: p.detach().clone() for name, p in module.net.named_parameters()}
+        star = {name: p.detach().clone() for name, p in net.named_parameters()}
         if self.mode == "online" and self.anchors:
             old_fisher, _ = self.anchors[0]
             for name, f in fisher.items():
@@ -91,4 +97,4 @@ class EWC(ContinualModule):
     def __init__(self, net, optim: OptimConfig, *, batch_size: int = 128, seed: int = 0, ewc_lambda: float = 100.0,
                  mode: str = "separate", decay: float = 1.0, fisher_batch_size: int | None = None):
         piece = EWCPenalty(ewc_lambda, mode, decay, fisher_batch_size or batch_size)
-        super().__init__(net, optim, batch_size=batch_size, seed=seed, pieces=[piece])
+        super().__init__(net, optim, batch_size=batch_size, seed=seed, parts=[piece])

@@ -8,6 +8,8 @@ fixed-width baseline to end at the same parameter count (e.g. 2x128 + 4 x 32 = 2
 
 from __future__ import annotations
 
+from neumeta_cl.plugins.morph import GrowPolicy, MorphPlugin
+from neumeta_cl.protocol import Plugin, RunSettings
 from neumeta_cl.strategies.base import OptimConfig
 from neumeta_cl.strategies.ewc import EWC
 
@@ -18,6 +20,8 @@ class GrowEWC(EWC):
                  init: str = "zero"):
         super().__init__(net, optim, batch_size=batch_size, seed=seed, ewc_lambda=ewc_lambda, mode=mode, decay=decay,
                          fisher_batch_size=fisher_batch_size)
-        from neumeta_cl.callbacks import GrowPolicy
+        self.policy = GrowPolicy(grow_by=grow_by, init=init, seed=seed)
 
-        self.morph_policy = GrowPolicy(grow_by=grow_by, init=init, seed=seed)
+    def plugins(self, settings: RunSettings) -> list[Plugin]:
+        return [*self.parts, MorphPlugin([], settings.morph_every_n_steps, settings.eval_batch_size, policy=self.policy,
+                                         probe_size=settings.probe_size)]

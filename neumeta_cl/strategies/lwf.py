@@ -12,10 +12,11 @@ import copy
 import torch
 import torch.nn.functional as F
 
-from neumeta_cl.data import TensorExperience
 from neumeta_cl.errors import ConfigError
 from neumeta_cl.nets.heads import MultiHead
-from neumeta_cl.strategies.base import ContinualModule, OptimConfig, Piece
+from neumeta_cl.nets.structure import load_net, net_state
+from neumeta_cl.protocol import Plugin
+from neumeta_cl.strategies.base import ContinualModule, OptimConfig
 
 
 def distillation_loss(logits: torch.Tensor, old_logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -24,7 +25,7 @@ def distillation_loss(logits: torch.Tensor, old_logits: torch.Tensor, temperatur
     return F.kl_div(log_p, q, reduction="batchmean")
 
 
-class Distillation(Piece):
+class Distillation(Plugin):
     def __init__(self, alpha: float = 1.0, temperature: float = 2.0):
         if alpha < 0 or temperature <= 0:
             raise ConfigError(f"LwF needs alpha >= 0 and temperature > 0, got alpha={alpha}, temperature={temperature}.")
@@ -32,16 +33,26 @@ class Distillation(Piece):
         self.teacher = None
         self.old_classes: dict[int, list[int]] = {}  # task -> classes the teacher was trained on
 
-    def after_experience(self, module, experience: TensorExperience) -> None:
-        self.teacher = copy.deepcopy(module.net).eval().requires_grad_(False)
+    def after_training(self, run) -> None:
+        experience = run.experience
+        self.teacher = copy.deepcopy(run.strategy.net).eval().requires_grad_(False)
         for task in experience.t.unique().tolist():
             seen = set(self.old_classes.get(task, [])) | set(experience.y[experience.t == task].unique().tolist())
             self.old_classes[task] = sorted(seen)
 
-    def penalty(self, module, x, t, logits):
+    def state_dict(self) -> dict:
+        return {"teacher": None if self.teacher is None else net_state(self.teacher), "old_classes": self.old_classes}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.teacher = None if state["teacher"] is None else load_net(state["teacher"]).eval().requires_grad_(False)
+        self.old_classes = {int(k): list(v) for k, v in state["old_classes"].items()}
+
+    def loss(self, strategy, x, t, logits):
         if self.teacher is None or self.alpha == 0:
             return 0.0
-        net = module.net
+        net = strategy.net
+        if next(self.teacher.parameters()).device != x.device:  # a teacher restored from a checkpoint
+            self.teacher.to(x.device)
         with torch.no_grad():
             teacher_h = self.teacher.features(x)
         if isinstance(net.head, MultiHead):
@@ -60,4 +71,4 @@ class Distillation(Piece):
 class LwF(ContinualModule):
     def __init__(self, net, optim: OptimConfig, *, batch_size: int = 128, seed: int = 0, alpha: float = 1.0,
                  temperature: float = 2.0):
-        super().__init__(net, optim, batch_size=batch_size, seed=seed, pieces=[Distillation(alpha, temperature)])
+        super().__init__(net, optim, batch_size=batch_size, seed=seed, parts=[Distillation(alpha, temperature)])

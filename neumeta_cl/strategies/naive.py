@@ -17,7 +17,7 @@ class Joint(ContinualModule):
     are the offline upper bound at each point of the stream, so BWT/FWT stay defined.
     """
 
-    def train_experience(self, stream, index: int) -> TensorExperience:
+    def train_data(self, stream, index: int) -> TensorExperience:
         union = concat_experiences(stream.train[: index + 1])
         union.index = index
         return union

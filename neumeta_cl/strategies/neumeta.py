@@ -45,12 +45,15 @@ from torch import nn
 
 from neumeta_cl.data import TensorExperience
 from neumeta_cl.errors import ConfigError
-from neumeta_cl.hypernet.generator import NeuMetaGenerator, Request, Weights
+from neumeta_cl.hypernet.generator import NeuMetaGenerator, Request, Weights, generator_from_state, generator_state
 from neumeta_cl.hypernet.layout import TargetLayout
 from neumeta_cl.hypernet.routing import route_by_entropy
 from neumeta_cl.hypernet.smoothing import layer_weights, smooth, total_variation
 from neumeta_cl.nets.heads import MultiHead, SingleHead
-from neumeta_cl.strategies.base import ContinualModule, OptimConfig, Piece
+from neumeta_cl.plugins.widths import WidthSweep
+from neumeta_cl.protocol import Plugin, RunSettings, StrategyReport
+from neumeta_cl.strategies.base import ContinualModule, OptimConfig
+from neumeta_cl.strategies.fit import fit_experience
 
 
 def flat(weights: Weights) -> torch.Tensor:
@@ -65,7 +68,7 @@ def reconstruction(raw: Weights, target: Weights) -> torch.Tensor:
     return (m * (g - t).pow(2)).sum() / m.sum().clamp_min(1e-12)
 
 
-class GradClip(Piece):
+class GradClip(Plugin):
     """Clip the gradient norm before each step (INR training spikes when a new task starts)."""
 
     def __init__(self, max_norm: float):
@@ -157,7 +160,7 @@ class NeuMeta(ContinualModule):
         self.coord_noise, self.recon_weight, self.l2_weight = coord_noise, recon_weight, l2_weight
         self.reg_weight, self.task_init, self.teachers = reg_weight, task_init, teachers
         self.teacher_epochs, self.recon_steps, self.clip_grad = teacher_epochs, recon_steps, clip_grad
-        self.pieces.append(GradClip(clip_grad))
+        self.parts.append(GradClip(clip_grad))
         self.train_widths, self.unseen_widths = training_widths(layout, min_width, widths_unseen or [])
         self.eval_fractions = eval_fractions
         self.rng = random.Random(seed)
@@ -220,8 +223,6 @@ class NeuMeta(ContinualModule):
         return self.local_label.to(y.device)[y] if self.infer_task else y
 
     def _train_teacher(self, experience: TensorExperience) -> Weights:
-        from neumeta_cl.runner.single import fit_experience
-
         t0 = time.perf_counter()
         device = self.generator.inr.stem.weight.device
         torch.manual_seed(self.seed + 7919 * (experience.index + 1))
@@ -259,31 +260,47 @@ class NeuMeta(ContinualModule):
         self.net.version += 1
         self.info.update(recon_seconds=time.perf_counter() - t0, recon_error=err)
 
-    def after_experience(self, experience: TensorExperience) -> None:
-        super().after_experience(experience)
+    def after_training(self, experience: TensorExperience) -> None:
         with torch.no_grad():
             self.trained[self.task] = flat(self.generator.weights(self.task)).detach()
         self.net.version += 1
 
-    def experience_info(self) -> dict:
+    def report(self) -> StrategyReport:
         drift = self.weight_drift()
-        info = dict(self.info)
-        info["weight_drift"] = {str(k): v for k, v in drift.items()}
-        info["scalars"] = {f"drift/task{k}": v for k, v in drift.items()}
+        info = {**self.info, "weight_drift": {str(k): v for k, v in drift.items()}}
+        scalars = {f"drift/task{k}": v for k, v in drift.items()}
         info["stored_params"] = sum(p.numel() for p in self.generator.parameters())
-        return info
+        return StrategyReport(info=info, scalars=scalars)
+
+    # -- state ---------------------------------------------------------------------------------
+    def net_state(self) -> dict:
+        return generator_state(self.generator)
+
+    def load_net_state(self, state: dict) -> None:
+        self.net.generator = generator_from_state(state).train()
+        self.net.version += 1  # generated weights cached before are stale
+
+    def extra_state(self) -> dict:
+        version, internal, gauss = self.rng.getstate()
+        return {"rng": [version, list(internal), gauss], "noise_gen": self.noise_gen.get_state(),
+                "trained": dict(self.trained)}
+
+    def load_extra_state(self, state: dict) -> None:
+        version, internal, gauss = state["rng"]
+        self.rng.setstate((version, tuple(internal), gauss))
+        self.noise_gen.set_state(state["noise_gen"])
+        self.trained = {int(k): v for k, v in state["trained"].items()}
 
     @torch.no_grad()
     def weight_drift(self) -> dict[int, float]:
         """L2 distance of each finished task's full-width generated weights from when it was trained."""
         return {k: float((flat(self.generator.weights(k)) - w).norm()) for k, w in self.trained.items()}
 
-    def experience_hooks(self, run_dir=None) -> list:
-        from neumeta_cl.callbacks.widths import WidthSweep
-
-        checkpoint = None if run_dir is None else run_dir / "generator.pt"
-        return [WidthSweep(self.eval_fractions, self.unseen_fractions, samples=self.net.samples,
-                           noise=self.net.noise, checkpoint=checkpoint)]
+    def plugins(self, settings: RunSettings) -> list[Plugin]:
+        checkpoint = None if settings.run_dir is None else settings.run_dir / "generator.pt"
+        return [*self.parts, WidthSweep(self.eval_fractions, self.unseen_fractions, samples=self.net.samples,
+                                        noise=self.net.noise, eval_batch_size=settings.eval_batch_size,
+                                        checkpoint=checkpoint)]
 
     @property
     def unseen_fractions(self) -> list[float]:

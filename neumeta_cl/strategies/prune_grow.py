@@ -22,19 +22,20 @@ import time
 import torch
 import torch.nn.functional as F
 
-from neumeta_cl.data import TensorExperience
 from neumeta_cl.errors import ConfigError
 from neumeta_cl.morph.prune import fisher_unit_scores
 from neumeta_cl.nets.evaluation import tensor_accuracy
 from neumeta_cl.nets.heads import MultiHead
-from neumeta_cl.strategies.base import ContinualModule, OptimConfig, Piece
+from neumeta_cl.morph.report import MorphError
+from neumeta_cl.protocol import Plugin, StrategyReport
+from neumeta_cl.strategies.base import ContinualModule, OptimConfig
 
 
 def hidden_linears(net) -> list[torch.nn.Module]:
     return [block[0] for block in net.blocks]
 
 
-class UnitPacking(Piece):
+class UnitPacking(Plugin):
     def __init__(self, keep: float = 0.3, retrain_steps: int = 100, batch_size: int = 128, seed: int = 0):
         if not 0 < keep < 1:
             raise ConfigError(f"strategy.keep must lie strictly between 0 and 1, got {keep}.")
@@ -69,8 +70,23 @@ class UnitPacking(Piece):
         self.frozen[name] = old | mask
         self.values[name] = param.detach().clone()
 
+    def remap(self, param_map) -> None:
+        if self.owner is not None:  # before the first experience ends nothing is frozen yet
+            raise MorphError("strategy=prune_grow cannot follow a morph of its packed units once an experience "
+                             "is frozen; schedule morphs at experience 0 only, or use grow_ewc.")
+
+    def state_dict(self) -> dict:
+        return {"frozen": self.frozen, "values": self.values, "owner": self.owner, "history": self.history,
+                "generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.frozen, self.values, self.owner = dict(state["frozen"]), dict(state["values"]), state["owner"]
+        self.history = list(state["history"])
+        self.generator.set_state(state["generator"])
+
     # -- the morph between experiences ----------------------------------------------------------
-    def after_experience(self, module, experience: TensorExperience) -> None:
+    def after_training(self, run) -> None:
+        module, experience = run.strategy, run.experience
         t0 = time.perf_counter()
         net = module.net
         linears = hidden_linears(net)
@@ -181,23 +197,23 @@ class PruneGrow(ContinualModule):
     def __init__(self, net, optim: OptimConfig, *, batch_size: int = 128, seed: int = 0, keep: float = 0.3,
                  retrain_steps: int = 100):
         self.packing = UnitPacking(keep, retrain_steps, batch_size, seed)
-        super().__init__(net, optim, batch_size=batch_size, seed=seed, pieces=[self.packing])
+        super().__init__(net, optim, batch_size=batch_size, seed=seed, parts=[self.packing])
 
-    def experience_info(self) -> dict:
+    def report(self) -> StrategyReport:
         """The prune-and-freeze step as a morph record, like the scheduled morphs' reports."""
         last = self.packing.history[-1] if self.packing.history else None
         if last is None or last["experience"] != self.experience_index:
-            return {}
+            return StrategyReport()
         from neumeta_cl.morph import count_params, flops_per_sample
 
         params, flops = count_params(self.net), flops_per_sample(self.net, task=0 if self.net_has_heads() else None)
-        return {"morphs": [{
+        return StrategyReport(morphs=[{
             "at": f"end of experience {last['experience']}", "op": "prune_grow", "detail": last,
             "wall_ms": last["ms"], "params_before": params, "params_after": params,  # units are masked, not removed
             "flops_before": flops, "flops_after": flops, "preservation_error": None, "claims_preservation": False,
             "acc_seen_before": None, "acc_seen_after": None,
             "acc_experience_before": last["acc_before_prune"], "acc_experience_after": last["acc_after_retrain"],
-        }]}
+        }])
 
     def net_has_heads(self) -> bool:
         return isinstance(self.net.head, MultiHead)

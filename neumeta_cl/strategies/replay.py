@@ -14,6 +14,7 @@ import torch
 
 from neumeta_cl.data import TensorExperience
 from neumeta_cl.errors import ConfigError
+from neumeta_cl.protocol import Plugin
 from neumeta_cl.strategies.base import ContinualModule, OptimConfig
 
 POLICIES = ("class_balanced", "reservoir")
@@ -25,7 +26,9 @@ def balanced_quota(n_slots: int, classes: list[int]) -> dict[int, int]:
     return {c: base + (i < extra) for i, c in enumerate(sorted(classes))}
 
 
-class ReplayBuffer:
+class ReplayBuffer(Plugin):
+    """Updated with each experience's training data once it is learned (``after_training``)."""
+
     def __init__(self, size: int, policy: str = "class_balanced", seed: int = 0):
         if size <= 0:
             raise ConfigError(f"strategy.buffer_size must be positive, got {size}.")
@@ -39,6 +42,18 @@ class ReplayBuffer:
 
     def __len__(self) -> int:
         return 0 if self.y is None else len(self.y)
+
+    def after_training(self, run) -> None:
+        self.update(run.experience)
+
+    def state_dict(self) -> dict:
+        return {"x": self.x, "y": self.y, "t": self.t, "keys": self._keys, "generator": self.generator.get_state(),
+                "per_class": [[task, label, *arrays] for (task, label), arrays in self._per_class.items()]}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.x, self.y, self.t, self._keys = state["x"], state["y"], state["t"], state["keys"]
+        self.generator.set_state(state["generator"])
+        self._per_class = {(task, label): tuple(arrays) for task, label, *arrays in state["per_class"]}
 
     def update(self, exp: TensorExperience) -> None:
         if self.policy == "reservoir":
@@ -83,8 +98,8 @@ class Replay(ContinualModule):
 
     def __init__(self, net, optim: OptimConfig, *, batch_size: int = 128, seed: int = 0, buffer_size: int = 500,
                  policy: str = "class_balanced", mem_batch_size: int | None = None):
-        super().__init__(net, optim, batch_size=batch_size, seed=seed)
         self.buffer = ReplayBuffer(buffer_size, policy, seed)
+        super().__init__(net, optim, batch_size=batch_size, seed=seed, parts=[self.buffer])
         self.mem_batch_size = mem_batch_size or batch_size
         if self.mem_batch_size <= 0:
             raise ConfigError(f"strategy.mem_batch_size must be positive, got {self.mem_batch_size}.")
@@ -95,7 +110,3 @@ class Replay(ContinualModule):
         x, y, t = batch
         mx, my, mt = self.buffer.sample(self.mem_batch_size, x.device)
         return torch.cat([x, mx]), torch.cat([y, my]), torch.cat([t, mt])
-
-    def after_experience(self, experience: TensorExperience) -> None:
-        super().after_experience(experience)
-        self.buffer.update(experience)

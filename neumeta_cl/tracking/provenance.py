@@ -34,3 +34,16 @@ def git_commit(repo: Path | None = None) -> dict[str, str | bool | None]:
     if sha.returncode != 0:
         return {"sha": None, "dirty": None}
     return {"sha": sha.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
+
+
+def runtime(device) -> dict:
+    """Where the numbers came from: torch's thread count, the device, the host and Python."""
+    import platform
+
+    import torch
+
+    info = {"threads": torch.get_num_threads(), "device": str(device), "python": platform.python_version(),
+            "host": platform.node()}
+    if getattr(device, "type", str(device)) == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info

@@ -1,4 +1,4 @@
-"""Experience hooks that write what the runner measured: results.json and the W&B run."""
+"""Plugins that write what the runner measured: results.json and the W&B run."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 
 from neumeta_cl.metrics import summarize
-from neumeta_cl.runner.hooks import ExperienceHook
+from neumeta_cl.protocol import Plugin
 from neumeta_cl.tracking import wandb_run
-from neumeta_cl.tracking.results import ResultsFile
+from neumeta_cl.tracking.results import ResultsFile, load_results
 
 
 def run_metrics(R: np.ndarray, b: np.ndarray, experiences: list[dict]) -> dict:
@@ -36,45 +36,60 @@ def _now() -> str:
     return dt.datetime.now().isoformat(timespec="seconds")
 
 
-class ResultsRecorder(ExperienceHook):
-    """Keeps ``results.json`` current after every experience, and marks how the run ended."""
+class ResultsRecorder(Plugin):
+    """Keeps ``results.json`` current after every experience, and marks how the run ended.
 
-    def __init__(self, path: Path, header: dict):
-        self.path, self.header = Path(path), header
+    A resumed run continues the same file: the experiences restored from the checkpoint stay, and
+    ``attempts`` lists every start with the experience it started from.
+    """
+
+    def __init__(self, path: Path, header: dict, attempt: dict | None = None):
+        self.path, self.header, self.attempt = Path(path), header, dict(attempt or {})
         self.file: ResultsFile | None = None
 
-    def on_run_start(self, runner) -> None:
-        o = runner.outcome
-        self.file = ResultsFile(self.path, {**self.header, "status": "running", "started": _now(),
+    def _write(self, run, **fields) -> None:
+        o = run.outcome
+        done = len(o.records)
+        fields = dict(R=o.R[:done], experiences=o.experiences, metrics=run_metrics(o.R, o.b, o.experiences), **fields)
+        if self.file is None:
+            self.file = ResultsFile(self.path, {**self.header, "b": None, **fields})
+        else:
+            self.file.update(**fields)
+
+    def before_run(self, run) -> None:
+        o = run.outcome
+        previous = load_results(self.path) if o.resumed_from is not None and self.path.exists() else {}
+        attempts = [*previous.get("attempts", []), {**self.attempt, "started": _now(), "from_experience": o.resumed_from or 0}]
+        self.file = ResultsFile(self.path, {**self.header, "status": "running", "reason": None, "signal": None,
+                                            "started": previous.get("started", _now()), "attempts": attempts,
                                             "b": o.b, "R": [], "experiences": [], "metrics": {}})
+        self._write(run)
 
-    def on_experience_end(self, runner, index: int) -> None:
-        o = runner.outcome
-        self.file.update(R=o.R[: index + 1], experiences=o.experiences,
-                         metrics=run_metrics(o.R, o.b, o.experiences))
+    def after_experience(self, run) -> None:
+        self._write(run)
 
-    def on_run_end(self, runner) -> None:
-        o = runner.outcome
-        if self.file is None:  # failed before the first evaluation finished
-            self.file = ResultsFile(self.path, {**self.header, "b": None, "R": [], "experiences": [], "metrics": {}})
-        t = len(o.experiences)
-        self.file.update(status=o.status, reason=o.reason, finished=_now(), R=o.R[:t],
-                         metrics=run_metrics(o.R, o.b, o.experiences))
+    def after_run(self, run) -> None:
+        o = run.outcome
+        self._write(run, status=o.status, reason=o.reason, signal=o.signal, finished=_now())
 
 
-class WandbRecorder(ExperienceHook):
+class WandbRecorder(Plugin):
     """Per-experience accuracies, the accuracy matrix (table + heatmap) and the final summary."""
 
-    def __init__(self, logger):
-        self.logger = logger
+    def __init__(self, log: "wandb_run.WandbLog | None"):
+        self.log = log
 
-    def on_run_start(self, runner) -> None:
-        b = runner.outcome.b
-        wandb_run.log_metrics(self.logger, {f"init/acc_exp{j}": float(v) for j, v in enumerate(b)}, runner.steps.step)
+    def before_run(self, run) -> None:
+        if self.log is None or run.outcome.resumed_from is not None:  # a resumed run logged these already
+            return
+        b = run.outcome.b
+        self.log.metrics({f"init/acc_exp{j}": float(v) for j, v in enumerate(b)}, run.steps.step)
 
-    def on_experience_end(self, runner, index: int) -> None:
-        o = runner.outcome
-        e = o.experiences[-1]
+    def after_experience(self, run) -> None:
+        if self.log is None:
+            return
+        o, index = run.outcome, run.index
+        e = run.record.to_dict()
         metrics = {f"eval/acc_exp{j}": float(v) for j, v in enumerate(o.R[index])}
         metrics["eval/acc_seen"] = float(np.mean(o.R[index, : index + 1]))
         metrics["experience"] = index
@@ -94,15 +109,18 @@ class WandbRecorder(ExperienceHook):
         for row in e.get("widths_eval") or []:
             metrics[f"width/{row['fraction']:g}/acc_seen"] = row["acc_seen"]
             metrics[f"width/{row['fraction']:g}/gen_ms"] = row["gen_ms"]
-        wandb_run.log_metrics(self.logger, metrics, runner.steps.step)
-        wandb_run.log_accuracy_matrix(self.logger, o.R[: index + 1], runner.steps.step)
+        step = run.steps.step
+        self.log.metrics(metrics, step)
+        self.log.accuracy_matrix(o.R[: index + 1], step)
         if e.get("widths_eval"):
-            wandb_run.log_width_table(self.logger, e["widths_eval"], runner.steps.step)
+            self.log.width_table(e["widths_eval"], step)
 
-    def on_run_end(self, runner) -> None:
-        o = runner.outcome
+    def after_run(self, run) -> None:
+        if self.log is None:
+            return
+        o = run.outcome
         summary = {k: v for k, v in run_metrics(o.R, o.b, o.experiences).items() if v is not None}
         summary["status"] = o.status
         if o.reason:
             summary["reason"] = o.reason
-        wandb_run.finish(self.logger, summary, exit_code=0 if o.status == "completed" else 1)
+        self.log.finish(summary, exit_code=0 if o.status == "completed" else 1)

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from neumeta_cl.errors import ConfigError
+from neumeta_cl.protocol import Plugin
 from neumeta_cl.runner.evaluation import accuracy_row
-from neumeta_cl.runner.hooks import ExperienceHook
 from neumeta_cl.runner.probes import StabilityProbe
 
 
@@ -34,17 +34,10 @@ class MorphStep:
         return cls(at=int(entry.pop("at")), op=str(entry.pop("op")), kwargs=entry)
 
 
-def probe_batch(runner, index: int, n: int = 256):
+def probe_batch(run, n: int):
     """Inputs (and task labels) the preservation error is measured on: the experience about to train."""
-    exp = runner.stream.train[index]
-    return exp.x[:n].to(runner.device), exp.t[:n].to(runner.device)
-
-
-def remap_pieces(module, param_map) -> None:
-    """Let every strategy piece that anchors parameters (EWC, SI, ...) follow the morph."""
-    for piece in module.pieces:
-        if hasattr(piece, "remap"):
-            piece.remap(param_map)
+    exp = run.stream.train[run.index]
+    return exp.x[:n].to(run.device), exp.t[:n].to(run.device)
 
 
 class GrowPolicy:
@@ -60,50 +53,61 @@ class GrowPolicy:
             raise ConfigError(f"The grow policy needs grow_by > 0, got {grow_by}.")
         self.grow_by, self.layers, self.init, self.seed = grow_by, layers, init, seed
 
-    def plan(self, runner, index: int) -> list[MorphStep]:
+    def plan(self, run) -> list[MorphStep]:
+        index = run.index
         if index == 0:
             return []
-        widths = runner.net.widths
+        widths = run.net.widths
         layers = self.layers if self.layers is not None else range(len(widths))
         return [MorphStep(index, "widen", {"layer": layer, "to": widths[layer] + self.grow_by, "init": self.init,
                                            "seed": self.seed + 1000 * index + layer}) for layer in layers]
 
 
-class MorphCallback(ExperienceHook):
-    def __init__(self, schedule: list[MorphStep], every_n_steps: int = 0, eval_batch_size: int = 1024, policy=None):
+class MorphPlugin(Plugin):
+    """Morphs the net before the experiences a schedule (from config) or a policy (from a
+    strategy, e.g. grow_ewc's) names, and records each morph's report and recovery."""
+
+    def __init__(self, schedule: list[MorphStep], every_n_steps: int = 0, eval_batch_size: int = 1024, policy=None,
+                 probe_size: int = 256):
         from neumeta_cl.morph import MORPHS
 
         for step in schedule:
             MORPHS.get(step.op)  # unknown operator names fail before any training
         self.schedule, self.every_n_steps, self.eval_batch_size = schedule, every_n_steps, eval_batch_size
-        self.policy = policy
+        self.policy, self.probe_size = policy, probe_size
         self.pending: list[dict] = []
         self.probe: StabilityProbe | None = None
 
-    def on_experience_start(self, runner, index: int) -> None:
+    def before_run(self, run) -> None:
+        late = [s for s in self.schedule if not 0 <= s.at < run.stream.n_experiences]
+        if late:
+            raise ConfigError(f"morph.schedule has a morph at experience {late[0].at}, but the stream has "
+                              f"experiences 0..{run.stream.n_experiences - 1}; change `at` or benchmark.n_experiences.")
+
+    def before_experience(self, run) -> None:
         from neumeta_cl.morph import MORPHS
 
+        index = run.index
         self.pending, self.probe = [], None
         steps = [s for s in self.schedule if s.at == index]
-        steps += self.policy.plan(runner, index) if self.policy is not None else []
+        steps += self.policy.plan(run) if self.policy is not None else []
         for step in steps:
-            seen = runner.stream.test[:index]
-            before = accuracy_row(runner.net, seen, self.eval_batch_size, runner.device) if seen else []
-            result = MORPHS.get(step.op)(runner.net, **step.kwargs, probe=probe_batch(runner, index))
-            runner.module.net = result.net.to(runner.device)
-            remap_pieces(runner.module, result.param_map)
-            after = accuracy_row(runner.net, seen, self.eval_batch_size, runner.device) if seen else []
+            seen = run.stream.test[:index]
+            before = accuracy_row(run.net, seen, self.eval_batch_size, run.device) if seen else []
+            result = MORPHS.get(step.op)(run.net, **step.kwargs, probe=probe_batch(run, self.probe_size))
+            run.replace_net(result)
+            after = accuracy_row(run.net, seen, self.eval_batch_size, run.device) if seen else []
             self.pending.append({"at": index, **result.report.to_dict(), "acc_before": before, "acc_after": after,
                                  "acc_seen_before": float(np.mean(before)) if before else None,
                                  "acc_seen_after": float(np.mean(after)) if after else None})
 
-    def trainer_callbacks(self, runner, index: int) -> list:
-        if self.pending and self.every_n_steps and index > 0:
-            self.probe = StabilityProbe(runner.stream.test[:index], self.every_n_steps, self.eval_batch_size)
+    def training_callbacks(self, run) -> list:
+        if self.pending and self.every_n_steps and run.index > 0:
+            self.probe = StabilityProbe(run.stream.test[:run.index], self.every_n_steps, self.eval_batch_size)
             return [self.probe]
         return []
 
-    def on_experience_end(self, runner, index: int) -> None:
+    def after_experience(self, run) -> None:
         if not self.pending:
             return
         if self.probe is not None:
@@ -114,5 +118,4 @@ class MorphCallback(ExperienceHook):
             recovered = next((st for st, m in zip(s["steps"], means) if m >= target - 1e-9), None)
             for record in self.pending:
                 record.update(steps_to_recover=recovered, stability_min=s["mean_min"], stability_curve=s)
-        record = runner.outcome.experiences[-1]
-        record["morphs"] = self.pending + record.get("morphs", [])
+        run.record.morphs.extend(self.pending)

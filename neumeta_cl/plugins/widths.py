@@ -15,10 +15,10 @@ import time
 import numpy as np
 
 from neumeta_cl.nets.evaluation import tensor_accuracy
-from neumeta_cl.runner.hooks import ExperienceHook
+from neumeta_cl.protocol import Plugin
 
 
-class WidthSweep(ExperienceHook):
+class WidthSweep(Plugin):
     def __init__(self, fractions: list[float], unseen: list[float] | None = None, samples: int = 1,
                  noise: float = 0.0, eval_batch_size: int = 1024, checkpoint=None):
         self.checkpoint = checkpoint
@@ -26,9 +26,9 @@ class WidthSweep(ExperienceHook):
         self.fractions = sorted({float(f) for f in [*fractions, *self.unseen]})
         self.samples, self.noise, self.eval_batch_size = samples, noise, eval_batch_size
 
-    def on_experience_end(self, runner, index: int) -> None:
-        generator = runner.module.generator
-        seen = runner.stream.test[: index + 1]
+    def after_experience(self, run) -> None:
+        generator = run.strategy.generator
+        seen = run.stream.test[: run.index + 1]
         rows = []
         for f in self.fractions:
             widths = list(generator.layout.at_fraction(f))
@@ -37,7 +37,7 @@ class WidthSweep(ExperienceHook):
                 t0 = time.perf_counter()
                 net = generator.router(widths, samples=self.samples, noise=self.noise)
                 ms.append((time.perf_counter() - t0) * 1e3)
-                accs = [tensor_accuracy(net, exp.x, exp.y, batch_size=self.eval_batch_size, device=runner.device)
+                accs = [tensor_accuracy(net, exp.x, exp.y, batch_size=self.eval_batch_size, device=run.device)
                         for exp in seen]
             else:
                 for exp in seen:
@@ -45,14 +45,14 @@ class WidthSweep(ExperienceHook):
                     net = generator.generate(exp.task_label, widths, samples=self.samples, noise=self.noise)
                     ms.append((time.perf_counter() - t0) * 1e3)
                     accs.append(tensor_accuracy(net, exp.x, exp.y, batch_size=self.eval_batch_size,
-                                                device=runner.device))
+                                                device=run.device))
             rows.append({"fraction": f, "widths": widths, "unseen": any(abs(f - u) < 1e-9 for u in self.unseen),
                          "params": sum(p.numel() for p in net.parameters()), "accuracy": accs,
                          "acc_seen": float(np.mean(accs)), "gen_ms": float(np.median(ms))})
-        runner.outcome.experiences[-1]["widths_eval"] = rows
+        run.record.widths_eval = rows
         if self.checkpoint is not None:  # the generator after every experience: deployable at any width
             from neumeta_cl.hypernet.generator import save_generator
 
             self.checkpoint.parent.mkdir(parents=True, exist_ok=True)
             save_generator(generator, self.checkpoint)
-            runner.outcome.experiences[-1]["generator"] = str(self.checkpoint)
+            run.record.generator = str(self.checkpoint)
