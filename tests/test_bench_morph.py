@@ -1,35 +1,156 @@
-"""scripts/bench_morph.py --quick: a smoke run of every morph operator on small digits nets."""
+"""The morph benchmark (neumeta_cl/morph/bench.py) and the speed-ups it measures: FLOPs read off the
+layers equal FlopCounterMode's, the report's numbers are what the slow path gives, pruning's larger
+gradient passes and its own surgery leave the scores and the pruned net unchanged."""
 
-import importlib.util
+import copy
 import json
-from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_morph.py"
+import pytest
+import torch
+import torch_pruning as tp
+from torch import nn
+
+from neumeta_cl.morph import add_head, bench, deepen, extend_classes, prune, set_activation, widen
+from neumeta_cl.morph.prune import fisher_unit_scores, taylor_unit_scores
+from neumeta_cl.morph.report import flop_counter_flops, flops_per_sample, output_gap
+from neumeta_cl.morph.surgery import head_linears
+from neumeta_cl.nets import CNN, MLP
 
 
-def _load():
-    spec = importlib.util.spec_from_file_location("bench_morph", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+def make(kind: str, heads=None, shape=(1, 8, 8), seed: int = 0) -> nn.Module:
+    """A small net with BatchNorm statistics that are not the defaults."""
+    torch.manual_seed(seed)
+    net = MLP(shape, [32, 24], 10, heads=heads) if kind == "mlp" else CNN(shape, [8, 12], 10, heads=heads)
+    with torch.no_grad():
+        net.train()
+        for _ in range(2):
+            net(torch.randn(16, *shape) + 0.5, torch.zeros(16, dtype=torch.long))
+    return net.eval()
 
 
-def test_bench_morph_quick(capsys):
-    summary = _load().main(["--quick", "--repeats", "1", "--steps", "20"])
-    out = capsys.readouterr().out.strip().splitlines()
-    last = json.loads(out[-1])  # exactly one line of JSON, last on stdout
-    assert last == json.loads(json.dumps(summary))
-    for key in ("max_ms_mlp", "max_preservation_error", "replace_block_ms_mlp", "per_op", "target_ms_met",
-                "target_preservation_met"):
-        assert key in last, key
-    assert last["max_preservation_error"] < 1e-5
-    ops = {k.split("[")[0] for k in last["per_op"]}
-    for op in ("widen", "deepen", "prune", "extend_classes", "set_activation", "replace_block"):
-        assert f"mlp/{op}" in ops and f"cnn/{op}" in ops, op
-    assert "mlpx5h/add_head" in ops and "cnnx5h/add_head" in ops
-    assert all(v["wall_ms"] > 0 for v in last["per_op"].values())
-    prunes = [v for k, v in last["per_op"].items() if "/prune[" in k]
+def probe_of(n: int = 48, shape=(1, 8, 8), n_tasks: int = 2, seed: int = 1):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, *shape, generator=g) + 0.5, torch.randint(0, n_tasks, (n,), generator=g)
+
+
+def morphs(net):
+    """The net and what each structural operator makes of it."""
+    out = [net, widen(net, 0, 40).net, widen(net, 1, 30, init="zero").net, deepen(net, 0).net, deepen(net, 1).net,
+           prune(net, 0.3).net, set_activation(net, "gelu").net]
+    multi = isinstance(getattr(net.head, "heads", None), nn.ModuleList)
+    return out + [add_head(net, 3).net if multi else extend_classes(net, 2).net]
+
+
+@pytest.mark.parametrize("kind", ["mlp", "cnn"])
+@pytest.mark.parametrize("heads", [None, [2, 3]])
+def test_flops_read_off_the_layers_equal_flop_counter_mode(kind, heads):
+    for net in morphs(make(kind, heads)):
+        for task in ([None, 1] if heads else [None]):
+            assert flops_per_sample(net, task=task) == flop_counter_flops(net, task=task), (kind, heads, task)
+
+
+def test_flops_of_1d_convolutions_and_other_kernels():
+    net = CNN((3, 40), [8, 16, 16], 10, kernel_size=5, batchnorm=False, activation="tanh")
+    for n in (net, widen(net, 2, 24).net, prune(net, 0.25).net):
+        assert flops_per_sample(n) == flop_counter_flops(n)
+
+
+def test_nets_the_layers_do_not_describe_go_to_flop_counter_mode():
+    """A hook that multiplies matrices, or a module of unknown type, counts: those nets are counted by
+    FlopCounterMode, not read off the layers."""
+    net = make("mlp")
+    plain = flops_per_sample(net)
+    w = torch.randn(24, 24)
+    handle = net.blocks[1].register_forward_hook(lambda m, i, o: o @ w)
+    try:
+        assert flops_per_sample(net) == flop_counter_flops(net) == plain + 2 * 24 * 24
+    finally:
+        handle.remove()
+
+    class Mixed(nn.Module):  # a layer of a type the reader does not know, with a second matmul
+        def __init__(self, lin):
+            super().__init__()
+            self.lin = lin
+            self.register_buffer("mix", torch.randn(lin.out_features, lin.out_features))
+
+        def forward(self, x):
+            return self.lin(x) @ self.mix
+
+    net.blocks[1][0] = Mixed(net.blocks[1][0])
+    assert flops_per_sample(net) == flop_counter_flops(net) == plain + 2 * 24 * 24
+
+
+@pytest.mark.parametrize("kind,heads", [("mlp", None), ("cnn", [2, 3])])
+def test_report_numbers_are_flop_counter_mode_and_the_probe_gap(kind, heads):
+    net = make(kind, heads)
+    probe = probe_of()
+    for op in (lambda n: widen(n, 0, 40, probe=probe), lambda n: deepen(n, 0, probe=probe),
+               lambda n: prune(n, 0.25, probe=probe), lambda n: set_activation(n, "gelu", probe=probe)):
+        r = op(net)
+        rep = r.report
+        assert (rep.flops_before, rep.flops_after) == (flop_counter_flops(net), flop_counter_flops(r.net))
+        assert rep.preservation_error == output_gap(net, r.net, probe)
+        if kind == "cnn":
+            assert rep.preservation_error_train == output_gap(net, r.net, probe, train=True)
+        else:
+            assert rep.preservation_error_train is None
+        assert rep.accounting_ms > 0
+
+
+@pytest.mark.parametrize("heads", [None, [2, 3]])
+def test_gradient_scores_do_not_depend_on_the_pass_size(heads):
+    """prune's default passes (1024 samples for an MLP) give bit for bit the scores of 256-sample passes."""
+    net = make("mlp", heads)
+    x, t = probe_of(n=1100, n_tasks=2)
+    data = (x, torch.randint(0, 2, (len(x),), generator=torch.Generator().manual_seed(4)), t)
+    for scores in (taylor_unit_scores, fisher_unit_scores):
+        a, b = scores(net, [0, 1], data), scores(net, [0, 1], data, batch_size=256)
+        assert all(torch.equal(a[i], b[i]) for i in (0, 1)), scores.__name__
+
+
+@pytest.mark.parametrize("kind,heads", [("mlp", None), ("cnn", [2, 3])])
+@pytest.mark.parametrize("layer", [None, 1])
+def test_prune_cuts_what_torch_pruning_cuts(kind, heads, layer):
+    """prune's own index surgery removes the same slices torch-pruning's DependencyGraph removes."""
+    net = make(kind, heads)
+    r = prune(net, 0.3, layer=layer, criterion="l2")
+    ref = copy.deepcopy(net)
+    hs = head_linears(ref)
+    dg = tp.DependencyGraph().build_dependency(ref, example_inputs=torch.zeros(1, 1, 8, 8),
+                                               forward_fn=lambda m, x: [h(f) for f in [m.features(x)] for h in hs])
+    for i in range(net.depth):
+        kept = r.param_map.rules[f"blocks.{i}.0.weight"].dims.get(0)
+        if kept is None:
+            continue
+        gone = sorted(set(range(net.widths[i])) - set(kept.index.tolist()))
+        root = ref.blocks[i][0]
+        fn = tp.prune_linear_out_channels if isinstance(root, nn.Linear) else tp.prune_conv_out_channels
+        dg.get_pruning_group(root, fn, gone).prune()
+    ref.eval()
+    assert repr(ref) == repr(r.net)
+    mine, theirs = r.net.state_dict(), ref.state_dict()
+    assert mine.keys() == theirs.keys() and all(torch.equal(mine[k], theirs[k]) for k in mine)
+
+
+def test_quick_bench_summary_and_table():
+    """The whole benchmark on digits MLPs (fast): every row, the JSON summary with the accounting maxima."""
+    res = bench.run("digits", repeats=1, steps=5, rb_repeats=1, epochs=1, kinds=("mlp",))
+    s = json.loads(json.dumps(res.summary))  # what the script prints must be plain JSON
+    for key in ("max_ms_mlp", "max_ms_mlp_op", "max_accounting_ms_mlp", "max_accounting_ms_mlp_op",
+                "target_accounting_ms_mlp_met", "max_preservation_error", "replace_block_ms_mlp", "per_op"):
+        assert key in s, key
+    assert "max_accounting_ms_cnn" not in s  # no CNN rows, no CNN figure
+    ops = {k.split("[")[0] for k in s["per_op"]}
+    assert ops == {f"mlp/{op}" for op in ("widen", "deepen", "prune", "extend_classes", "set_activation", "replace_block")} \
+        | {"mlpx5h/widen", "mlpx5h/prune", "mlpx5h/add_head"}
+    assert s["max_accounting_ms_mlp"] == max(v["accounting_ms"] for v in s["per_op"].values())
+    assert all(v["wall_ms"] > 0 and v["accounting_ms"] > 0 for v in s["per_op"].values())
+    assert s["max_preservation_error"] < bench.TARGET_PRESERVATION
+    structural = {k: v for k, v in s["per_op"].items() if "replace_block" not in k}
+    assert s["max_ms_mlp"] == max(v["wall_ms"] for v in structural.values())
+    prunes = [v for k, v in s["per_op"].items() if "/prune[" in k]
     assert prunes and all(0 <= v["acc_after"] <= 1 for v in prunes)
-    assert "max_ms_mlp" in last and last["max_ms_mlp_op"].split("[")[0].endswith(("widen", "deepen", "prune",
-                                                                                  "extend_classes", "set_activation",
-                                                                                  "add_head"))
+    text = bench.table(res.rows)
+    assert len(text.splitlines()) == 2 + len(res.rows) + 1  # header, rule, rows, rule between the two nets
+    assert any("accounting" in line and "MLP" in line for line in bench.findings(res))
+
