@@ -150,17 +150,14 @@ def test_old_task_weights_stay_put_under_the_regulariser(tmp_path):
     assert acc_after >= acc_before - 0.02
 
 
-def test_neumeta_widths_script_quick(tmp_path, capsys):
-    """scripts/neumeta_widths.py --quick: NeuMeta and every individually trained baseline on digits."""
-    import importlib.util
+def test_neumeta_widths_script_quick(tmp_path):
+    """neumeta_widths --quick: NeuMeta and every individually trained baseline on digits."""
+    from neumeta_cl.report import neumeta_widths
 
-    path = Path(__file__).resolve().parents[1] / "scripts" / "neumeta_widths.py"
-    spec = importlib.util.spec_from_file_location("neumeta_widths", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    figs = mod.main(["--quick", "--out", str(tmp_path)])
-    last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert last == json.loads(json.dumps(figs))
+    saved, out_dir = neumeta_widths.run_seeds(out_root=tmp_path, quick=True)
+    figs = neumeta_widths.summarise(saved)
+    last = json.loads(json.dumps(figs))  # the script's last line
+    assert last == figs
     for key in ("acc_full", "acc_full_upper", "bwt", "acc_by_width", "bwt_by_width", "unseen_width", "stored_params",
                 "individual_params_total", "gen_ms_full", "minutes_per_seed", "targets"):
         assert key in last, key
@@ -172,13 +169,14 @@ def test_neumeta_widths_script_quick(tmp_path, capsys):
     assert last["individual_params_total"] == expected
     assert last["acc_full_upper"] > 0.85 and last["acc_full"] > 0.6  # a smoke run: learnt, above chance
     assert 0 < last["gen_ms_full"] < 1000
+    assert neumeta_widths.render(figs).row_count == len(last["acc_by_width"])
     # --from re-reads the saved run and gives the same figures
-    out_dir = next(tmp_path.glob("neumeta_widths-*"))
-    again = mod.main(["--from", str(out_dir)])
+    again = neumeta_widths.summarise(neumeta_widths.read_saved([out_dir]))
     assert again["acc_by_width"] == last["acc_by_width"] and again["stored_params"] == last["stored_params"]
     # --baselines: a NeuMeta variant against the very same individually trained networks
-    variant = mod.main(["--quick", "--out", str(tmp_path / "variant"), "strategy.reg_weight=0",
-                        "--baselines", str(out_dir)])
+    variant, _ = neumeta_widths.run_seeds(["strategy.reg_weight=0"], tmp_path / "variant", baselines=[out_dir],
+                                          quick=True)
+    variant = neumeta_widths.summarise(variant)
     assert {f: v[1] for f, v in variant["acc_by_width"].items()} == {f: v[1] for f, v in last["acc_by_width"].items()}
 
 
