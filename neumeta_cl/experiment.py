@@ -12,7 +12,6 @@ Format::
 
 from __future__ import annotations
 
-import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,12 +83,12 @@ def run_experiment(name_or_path: str, extra_overrides: list[str] | None = None, 
     if seeds:
         spec["seeds"] = list(seeds)
     jobs = plan(spec, list(extra_overrides or []))
-    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    out_dir = Path(out_root) / f"{spec['name']}-{stamp}"
+    # No clock in the name: rerunning the experiment skips its finished runs and resumes the others.
+    out_dir = Path(out_root) / spec["name"]
     runs: dict[str, list[RunResult]] = {}
     for label, seed, ov in jobs:
-        cfg = load([*ov, f"output_dir={out_dir}", f"run_name={label.replace('/', '-')}-s{seed}"])
-        result = run_continual(cfg)
+        ov = [*ov, f"output_dir={out_dir}", f"run_name={label.replace('/', '-')}-s{seed}"]
+        result = run_continual(load(ov), overrides=ov)
         runs.setdefault(label, []).append(result)
         if on_run_done is not None:
             on_run_done(label, seed, result)

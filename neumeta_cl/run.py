@@ -24,6 +24,7 @@ from neumeta_cl.strategies import OptimConfig, build_strategy
 from neumeta_cl.tracking import wandb_run
 from neumeta_cl.tracking.provenance import git_commit, package_versions, runtime
 from neumeta_cl.tracking.recorders import ResultsRecorder, WandbRecorder
+from neumeta_cl.tracking.atomic import TMP_PREFIX
 from neumeta_cl.tracking.results import load_results
 from neumeta_cl.tracking.run_folder import RunFolder, RunLock, check_run_name, config_hash, find_run_folder, run_prefix
 
@@ -93,6 +94,8 @@ def run_continual(cfg: DictConfig, plugins: list[Plugin] | None = None, override
         raise ConfigError(f"Cannot create the run folder {folder.path} ({e.strerror or e}); "
                           "choose a writable folder with output_dir=PATH.") from None
     try:
+        for tmp in folder.path.glob(TMP_PREFIX + "*"):  # half-written files of a killed process: never read
+            tmp.unlink(missing_ok=True)
         folder = plan_run_folder(cfg)  # again, under the lock: another process may have finished it meanwhile
         if folder.state == "finished":
             data = load_results(folder.results)

@@ -1,7 +1,7 @@
 """Morphing vs fixed width: runs experiments/morph_vs_fixed.yaml and prints its figures.
 
     python scripts/morph_vs_fixed.py                      # 2 scenarios x 4 strategies x 3 seeds
-    python scripts/morph_vs_fixed.py --from runs/morph_vs_fixed-<stamp>   # re-read a finished run
+    python scripts/morph_vs_fixed.py --from runs/morph_vs_fixed   # re-read a finished run
     python scripts/morph_vs_fixed.py --seeds 0            # one seed, for a quick look
 
 The check: with task labels (task-incremental), at least one morph strategy (grow_ewc,

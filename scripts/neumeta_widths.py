@@ -2,9 +2,9 @@
 
     python scripts/neumeta_widths.py                    # 3 seeds (about 12 minutes each on 2 cores)
     python scripts/neumeta_widths.py --seeds 0          # one seed
-    python scripts/neumeta_widths.py --from runs/neumeta_widths-<stamp> [...]   # re-read finished runs
+    python scripts/neumeta_widths.py --from runs/neumeta_widths [...]   # re-read finished runs
     python scripts/neumeta_widths.py --quick            # a smoke run on digits (tests use it)
-    python scripts/neumeta_widths.py strategy.reg_weight=30 --baselines runs/neumeta_widths-<stamp>
+    python scripts/neumeta_widths.py strategy.reg_weight=30 --baselines runs/neumeta_widths
                                                         # a NeuMeta variant against the same baselines
 
 For every seed, task and width, a network trained on that task alone is the upper bound the one

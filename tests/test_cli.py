@@ -33,6 +33,17 @@ def test_help_lists_groups_and_choices(capsys):
     (["model.widths=[64,-1]"], "model.widths[1] must be positive"),
     (["strategy=replay", "strategy.buffer_size=-5"], "strategy.buffer_size must be positive"),
     (["model=mlp", "model.name=resnet"], "Unknown model 'resnet'; valid models are: cnn, mlp."),
+    (["seed=abc"], "seed must be an integer from 0 to 4294967295, got 'abc'"),
+    (["seed=-1"], "seed must be an integer from 0 to 4294967295, got -1"),
+    (["seed=1.5"], "seed must be an integer"),
+    (["run_name=nan"], "run_name must be text, got nan (YAML reads it as a float); quote it"),
+    (["run_name=a/b"], "run_name 'a/b' is not a folder name"),
+    (["+foo=1"], "Unknown config key 'foo' (added with +)"),
+    (["strategy=replay", "+strategy.bufer_size=100"], "Unknown config key 'strategy.bufer_size' (added with +); valid keys here are: buffer_size"),
+    (["morph.schedule=[{at:9,op:widen,layer:0,to:300}]"],
+     "morph.schedule has a morph at experience 9, but the stream has experiences 0..4"),
+    (["strategy=neumeta", "morph.schedule=[{at:1,op:widen,layer:0,to:300}]"], "strategy=neumeta generates its networks"),
+    (["resume=maybe"], "resume must be true or false"),
 ])
 def test_bad_input_is_one_sentence_and_exit_2(overrides, message, capsys, tmp_path):
     code = main(["run", *overrides, "logger.mode=disabled", f"output_dir={tmp_path}"])
@@ -83,7 +94,7 @@ def test_experiment_with_variants_prints_a_table_and_writes_summary(capsys, tmp_
     assert code == 0
     for label in ("task_il/naive", "task_il/grow", "class_il/naive", "class_il/grow"):
         assert label in out
-    summary = json.loads(next((tmp_path / "out").glob("tiny-*/summary.json")).read_text())
+    summary = json.loads(next((tmp_path / "out").glob("tiny/summary.json")).read_text())
     rows = {r["label"]: r for r in summary["table"]}
     assert rows["task_il/grow"]["seeds"] == 2
     assert rows["task_il/grow"]["final_params_mean"] > rows["task_il/naive"]["final_params_mean"]
@@ -105,3 +116,20 @@ def test_every_pinned_experiment_resolves(name):
     for overrides in spec["strategies"].values():
         cfg = load([*spec["overrides"], *overrides])  # raises on an unknown key or choice
         assert [cfg.strategy.name] == [o.split("=", 1)[1] for o in overrides if o.startswith("strategy=")]
+
+
+def test_an_unwritable_output_dir_is_one_sentence(tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    code = main(["run", "benchmark=split_digits", "logger.mode=disabled", f"output_dir={blocker / 'runs'}"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err and err.count("\n") == 1
+    assert f"Cannot create the run folder {blocker / 'runs'}" in err and "choose a writable folder with output_dir=PATH" in err
+    assert blocker.read_text() == "not a folder"  # nothing lost
+
+
+def test_bad_input_from_a_real_process_prints_no_traceback_and_no_warnings(tmp_path):
+    """The real command: exit 2, one line on stderr (no qpsolvers warning, no Lightning banner)."""
+    r = subprocess.run([sys.executable, "-m", "neumeta_cl.cli", "run", "seed=abc", f"output_dir={tmp_path}"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and r.stderr.startswith("error: seed must be")
