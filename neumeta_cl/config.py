@@ -6,27 +6,15 @@ changes, no Hydra output folders) and every config error becomes one sentence.
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
 from neumeta_cl.errors import ConfigError
+from neumeta_cl.paths import config_dir, experiments_dir
 
 GROUPS = ("benchmark", "model", "strategy", "logger")
-
-
-def config_dir() -> Path:
-    """``$NEUMETA_CL_CONFIG_DIR`` or the repository's ``configs/``."""
-    env = os.environ.get("NEUMETA_CL_CONFIG_DIR")
-    return Path(env) if env else Path(__file__).resolve().parents[1] / "configs"
-
-
-def experiments_dir() -> Path:
-    """``$NEUMETA_CL_EXPERIMENTS_DIR`` or the repository's ``experiments/``."""
-    env = os.environ.get("NEUMETA_CL_EXPERIMENTS_DIR")
-    return Path(env) if env else Path(__file__).resolve().parents[1] / "experiments"
 
 
 def experiment_choices() -> list[str]:

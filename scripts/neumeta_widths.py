@@ -8,7 +8,7 @@
                                                         # a NeuMeta variant against the same baselines
 
 For every seed, task and width, a network trained on that task alone is the upper bound the one
-INR's generated networks are compared with; what is measured and how: ``neumeta_cl.report.neumeta_widths``.
+INR's generated networks are compared with; what is measured and how: ``neumeta_cl.studies.neumeta_widths``.
 The last line is JSON: acc_full, acc_full_upper, bwt, acc_by_width ({fraction: [ours, individual]}),
 bwt_by_width, unseen_width, stored_params, individual_params_total, gen_ms_full, minutes_per_seed and targets.
 """
@@ -26,7 +26,7 @@ os.environ.setdefault("WANDB_SILENT", "true")
 warnings.filterwarnings("ignore", message="no QP solver found")  # Avalanche imports qpsolvers; we use none
 
 from neumeta_cl.errors import ConfigError  # noqa: E402
-from neumeta_cl.report.neumeta_widths import missed_targets, read_saved, render, run_seeds, summarise  # noqa: E402
+from neumeta_cl.studies.neumeta_widths import missed_targets, read_saved, render, run_seeds, summarise  # noqa: E402
 
 
 def main(argv=None) -> dict:

@@ -152,7 +152,7 @@ def test_old_task_weights_stay_put_under_the_regulariser(tmp_path):
 
 def test_neumeta_widths_script_quick(tmp_path):
     """neumeta_widths --quick: NeuMeta and every individually trained baseline on digits."""
-    from neumeta_cl.report import neumeta_widths
+    from neumeta_cl.studies import neumeta_widths
 
     saved, out_dir = neumeta_widths.run_seeds(out_root=tmp_path, quick=True)
     figs = neumeta_widths.summarise(saved)

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from neumeta_cl.config import config_dir
+from neumeta_cl.paths import config_dir
 from neumeta_cl.data import load_dataset
 from neumeta_cl.morph.deepen import deepen
 from neumeta_cl.morph.prune import prune
