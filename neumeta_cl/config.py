@@ -86,7 +86,7 @@ def validate(cfg: DictConfig) -> None:
     """Checks that need no data: names, sizes and rates. Data-dependent checks happen where the data is."""
     from neumeta_cl.data import DATASETS, STREAM_KINDS
     from neumeta_cl.nets import MODELS
-    from neumeta_cl.strategies import STRATEGIES
+    from neumeta_cl.strategies import LR_SCHEDULES, OPTIMIZERS, STRATEGIES
 
     from neumeta_cl.tracking.run_folder import check_run_name
 
@@ -118,8 +118,8 @@ def validate(cfg: DictConfig) -> None:
             _positive(cfg.strategy[key], f"strategy.{key}", allow_zero=True)
     _positive(cfg.morph.probe_size, "morph.probe_size")
     _check_schedule(cfg)
-    if cfg.train.optimizer not in ("sgd", "adam"):
-        raise ConfigError(f"Unknown train.optimizer '{cfg.train.optimizer}'; valid optimizers are: adam, sgd.")
+    OPTIMIZERS.get(cfg.train.optimizer)
+    LR_SCHEDULES.get(cfg.train.lr_schedule)
 
 
 def _check_added_keys(overrides: list[str]) -> None:

@@ -23,6 +23,7 @@ from neumeta_cl.morph.report import flops_per_sample
 from neumeta_cl.nets import CNN, MLP
 
 TOL = 1e-5
+TSP_SECONDS = 0.2  # configs/strategy/neumeta.yaml: tsp_seconds
 
 
 def randomise_batchnorm(net: nn.Module, seed: int = 0) -> nn.Module:
@@ -110,7 +111,7 @@ def test_smooth_preserves_function_and_fixed_axes(name):
     net.eval()
     layout = TargetLayout.from_net(net)
     weights = layer_weights(net)
-    smoothed, orders = smooth(weights)
+    smoothed, orders = smooth(weights, TSP_SECONDS)
 
     assert len(orders) == len(weights) - 1
     for order, (w, _) in zip(orders, weights[:-1]):
@@ -132,7 +133,7 @@ def test_smoothing_finds_shorter_paths_and_lowers_total_variation():
     torch.manual_seed(0)
     net = MLP((1, 8, 8), [32, 16], 10)
     weights = layer_weights(net)
-    smoothed, orders = smooth(weights)
+    smoothed, orders = smooth(weights, TSP_SECONDS)
     gen = torch.Generator().manual_seed(0)
     # unit_features of layer l is unchanged by permuting layer l-1 (only its columns move).
     for layer, order in enumerate(orders):
@@ -157,7 +158,7 @@ def test_total_variation_counts_only_hidden_axes():
 def test_hamiltonian_path_is_a_permutation():
     torch.manual_seed(0)
     for n in (1, 2, 3, 17):
-        order = hamiltonian_path(torch.randn(n, 4))
+        order = hamiltonian_path(torch.randn(n, 4), TSP_SECONDS)
         assert sorted(order) == list(range(n))
 
 
@@ -170,7 +171,7 @@ def test_hamiltonian_path_repeats_exactly():
         t = torch.randperm(64, generator=gen).double()  # positions along the line, shuffled
         points = t[:, None] * torch.randn(300, generator=gen, dtype=torch.float64) \
             + 0.01 * torch.randn(64, 300, generator=gen, dtype=torch.float64)
-        first, second = hamiltonian_path(points), hamiltonian_path(points)
+        first, second = hamiltonian_path(points, TSP_SECONDS), hamiltonian_path(points, TSP_SECONDS)
         assert first == second and first[0] < first[-1]
 
 
@@ -181,7 +182,7 @@ def test_hamiltonian_path_recovers_points_on_a_line():
     direction = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)
     shuffle = torch.randperm(n, generator=gen)
     points = t[shuffle, None] * direction  # points on a line, listed in shuffled order
-    order = hamiltonian_path(points)
+    order = hamiltonian_path(points, TSP_SECONDS)
     recovered = t[shuffle][order]
     assert torch.all(recovered[1:] > recovered[:-1]) or torch.all(recovered[1:] < recovered[:-1])
 
@@ -191,7 +192,7 @@ def test_hamiltonian_path_is_optimal_on_a_small_instance():
     points = torch.randn(7, 3)
     best = min(path_length(points, p) for p in itertools.permutations(range(7)))
     # fast-tsp works on distances rounded to 1/60000 of the largest: allow that rounding.
-    assert path_length(points, hamiltonian_path(points)) <= best * (1 + 1e-3)
+    assert path_length(points, hamiltonian_path(points, TSP_SECONDS)) <= best * (1 + 1e-3)
 
 
 # -- coords ---------------------------------------------------------------------------------------
@@ -338,7 +339,7 @@ HEADS = [2, 3, 2]
 
 def small_generator(layout=None, seed: int = 0) -> NeuMetaGenerator:
     torch.manual_seed(seed)
-    return NeuMetaGenerator(layout or mlp_layout(), HEADS, hidden=32, n_blocks=1, n_freqs=3, task_dim=8)
+    return NeuMetaGenerator(layout or mlp_layout(), HEADS, hidden=32, n_blocks=1, n_freqs=3, layer_dim=8, task_dim=8, film=True)
 
 
 @pytest.fixture
@@ -570,7 +571,7 @@ def test_route_by_entropy_hand_checked():
 
 def class_il_generator(layout=None) -> NeuMetaGenerator:
     torch.manual_seed(0)
-    g = NeuMetaGenerator(layout or mlp_layout(), [], hidden=32, n_blocks=1, n_freqs=3, task_dim=8, classes=[],
+    g = NeuMetaGenerator(layout or mlp_layout(), [], hidden=32, n_blocks=1, n_freqs=3, layer_dim=8, task_dim=8, film=True, classes=[],
                          n_classes=10)
     for classes in ([3, 7], [1, 4, 5]):
         g.add_task(classes)
@@ -610,7 +611,7 @@ def test_router_routes_generated_networks_and_survives_save_load(tmp_path):
 def test_router_needs_a_class_incremental_generator_with_tasks():
     with pytest.raises(ConfigError, match="class-incremental stream"):
         small_generator().router()
-    empty = NeuMetaGenerator(mlp_layout(), [], hidden=32, n_blocks=1, n_freqs=3, classes=[], n_classes=10)
+    empty = NeuMetaGenerator(mlp_layout(), [], hidden=32, n_blocks=1, n_freqs=3, layer_dim=8, task_dim=16, film=True, classes=[], n_classes=10)
     with pytest.raises(ConfigError, match="no tasks yet"):
         empty.router()
 

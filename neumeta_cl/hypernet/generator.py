@@ -38,8 +38,9 @@ class Request:
 
 
 class NeuMetaGenerator(nn.Module):
-    def __init__(self, layout: TargetLayout, heads: list[int], hidden: int = 128, n_blocks: int = 2, n_freqs: int = 6,
-                 layer_dim: int = 8, task_dim: int = 16, film: bool = True,
+    # The INR's sizes have no defaults here: they live in configs/strategy/neumeta.yaml.
+    def __init__(self, layout: TargetLayout, heads: list[int], *, hidden: int, n_blocks: int, n_freqs: int,
+                 layer_dim: int, task_dim: int, film: bool,
                  classes: list[list[int]] | None = None, n_classes: int | None = None):
         super().__init__()
         self.arch = {"hidden": hidden, "n_blocks": n_blocks, "n_freqs": n_freqs, "layer_dim": layer_dim,

@@ -23,8 +23,8 @@ class ResidualBlock(nn.Module):
 
 
 class WeightINR(nn.Module):
-    def __init__(self, out_sizes: list[int], n_tasks: int, hidden: int = 128, n_blocks: int = 2, n_freqs: int = 6,
-                 layer_dim: int = 8, task_dim: int = 16, film: bool = True):
+    def __init__(self, out_sizes: list[int], n_tasks: int, hidden: int, n_blocks: int, n_freqs: int,
+                 layer_dim: int, task_dim: int, film: bool):
         super().__init__()
         self.n_freqs = n_freqs
         self.layer_emb = nn.Embedding(len(out_sizes), layer_dim)

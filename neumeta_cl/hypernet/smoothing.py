@@ -50,7 +50,7 @@ def load_weights(layout: TargetLayout, weights: Weights, n_classes: int) -> nn.M
     return net.eval()
 
 
-def hamiltonian_path(points: torch.Tensor, seconds: float = 0.2) -> list[int]:
+def hamiltonian_path(points: torch.Tensor, seconds: float) -> list[int]:
     """A short path visiting every row of ``points`` once (Euclidean distances)."""
     n = points.shape[0]
     if n <= 2:
@@ -91,7 +91,7 @@ def permute_units(weights: Weights, layer: int, order) -> Weights:
     return out
 
 
-def smooth(weights: Weights, seconds: float = 0.2) -> tuple[Weights, list[list[int]]]:
+def smooth(weights: Weights, seconds: float) -> tuple[Weights, list[list[int]]]:
     """Every hidden layer reordered along a shortest Hamiltonian path; returns the orders too."""
     orders = []
     for layer in range(len(weights) - 1):

@@ -48,10 +48,11 @@ class GrowPolicy:
     them zero importance), the old ones stay anchored. A light form of DEN / progressive nets.
     """
 
-    def __init__(self, grow_by: int = 32, layers: list[int] | None = None, init: str = "zero", seed: int = 0):
+    def __init__(self, grow_by: int = 32, layers: list[int] | None = None, init: str = "zero", seed: int = 0,
+                 seed_offset: int = 1000):
         if grow_by <= 0:
             raise ConfigError(f"The grow policy needs grow_by > 0, got {grow_by}.")
-        self.grow_by, self.layers, self.init, self.seed = grow_by, layers, init, seed
+        self.grow_by, self.layers, self.init, self.seed, self.seed_offset = grow_by, layers, init, seed, seed_offset
 
     def plan(self, run) -> list[MorphStep]:
         index = run.index
@@ -60,7 +61,7 @@ class GrowPolicy:
         widths = run.net.widths
         layers = self.layers if self.layers is not None else range(len(widths))
         return [MorphStep(index, "widen", {"layer": layer, "to": widths[layer] + self.grow_by, "init": self.init,
-                                           "seed": self.seed + 1000 * index + layer}) for layer in layers]
+                                           "seed": self.seed + self.seed_offset * index + layer}) for layer in layers]
 
 
 class MorphPlugin(Plugin):

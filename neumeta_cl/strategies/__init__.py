@@ -8,7 +8,8 @@ from torch import nn
 
 from neumeta_cl.errors import ConfigError
 from neumeta_cl.registry import Registry
-from neumeta_cl.strategies.base import ContinualModule, OptimConfig
+from neumeta_cl.strategies.base import ContinualModule
+from neumeta_cl.strategies.optim import LR_SCHEDULES, OPTIMIZERS, OptimConfig
 from neumeta_cl.strategies.ewc import EWC, EWCPenalty
 from neumeta_cl.strategies.grow import GrowEWC
 from neumeta_cl.strategies.prune_grow import PruneGrow, UnitPacking
@@ -38,6 +39,6 @@ def build_strategy(cfg: dict, net: nn.Module, optim: OptimConfig, batch_size: in
 
 
 __all__ = [
-    "STRATEGIES", "build_strategy", "ContinualModule", "OptimConfig",
+    "STRATEGIES", "OPTIMIZERS", "LR_SCHEDULES", "build_strategy", "ContinualModule", "OptimConfig",
     "Naive", "Joint", "NeuMeta", "EWC", "GrowEWC", "PruneGrow", "UnitPacking", "EWCPenalty", "Replay", "ReplayBuffer", "LwF", "Distillation",
 ]

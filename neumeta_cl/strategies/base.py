@@ -8,32 +8,16 @@ events and add to the loss through ``Plugin.loss``; none of them owns a training
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from neumeta_cl.data import TensorExperience
-from neumeta_cl.errors import ConfigError, TrainingDiverged
+from neumeta_cl.errors import TrainingDiverged
 from neumeta_cl.nets.structure import load_net, net_state
 from neumeta_cl.protocol import Plugin, RunSettings, StrategyReport, load_state_of, state_of
-
-
-@dataclass(frozen=True)
-class OptimConfig:
-    name: str = "sgd"
-    lr: float = 0.01
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-
-    def build(self, params) -> torch.optim.Optimizer:
-        if self.name == "sgd":
-            return torch.optim.SGD(params, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
-        if self.name == "adam":
-            return torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
-        raise ConfigError(f"Unknown optimizer '{self.name}'; valid optimizers are: adam, sgd.")
+from neumeta_cl.strategies.optim import OptimConfig
 
 
 class ContinualModule(pl.LightningModule):
@@ -144,9 +128,14 @@ class ContinualModule(pl.LightningModule):
         opt.step()
         for part in self.parts:
             part.after_step(self)
+        schedule = self.lr_schedulers()
+        if schedule is not None:  # manual optimization: Lightning leaves the stepping to us
+            schedule.step()
         if self.trainer.progress_bar_callback is not None:  # the loss on the bar, when there is one
             self.log("loss", loss, prog_bar=True, logger=False)
         return loss.detach()
 
     def configure_optimizers(self):
-        return self.optim.build([p for p in self.net.parameters() if p.requires_grad])
+        opt = self.optim.build([p for p in self.net.parameters() if p.requires_grad])
+        schedule = self.optim.scheduler(opt, int(self.trainer.estimated_stepping_batches))
+        return opt if schedule is None else {"optimizer": opt, "lr_scheduler": schedule}

@@ -16,7 +16,8 @@ from torch import nn
 
 from neumeta_cl.errors import ConfigError
 from neumeta_cl.protocol import Plugin
-from neumeta_cl.strategies.base import ContinualModule, OptimConfig
+from neumeta_cl.strategies.base import ContinualModule
+from neumeta_cl.strategies.optim import OptimConfig
 
 
 def diagonal_fisher(net: nn.Module, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor, batch_size: int) -> dict[str, torch.Tensor]:

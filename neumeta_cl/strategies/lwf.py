@@ -16,7 +16,8 @@ from neumeta_cl.errors import ConfigError
 from neumeta_cl.nets.heads import MultiHead
 from neumeta_cl.nets.structure import load_net, net_state
 from neumeta_cl.protocol import Plugin
-from neumeta_cl.strategies.base import ContinualModule, OptimConfig
+from neumeta_cl.strategies.base import ContinualModule
+from neumeta_cl.strategies.optim import OptimConfig
 
 
 def distillation_loss(logits: torch.Tensor, old_logits: torch.Tensor, temperature: float) -> torch.Tensor:

@@ -12,7 +12,7 @@ Per experience ``t`` (task-incremental: one head per task; class-incremental bel
    promise is every size).
 3. *Training.* Each step generates task ``t``'s network three times, with coordinate noise: at
    full width, at the narrowest training width and at a width drawn from the training widths.
-   The learning rate decays to zero over the experience (cosine). The loss is
+   The learning rate decays to zero over the experience (``lr_schedule: cosine``). The loss is
 
      CE(full) + CE(narrowest) + CE(drawn)               task loss at three widths (sandwich rule)
      + recon_weight * sum|w*| (w - w*)^2 / sum|w*|      magnitude-weighted, full width
@@ -52,7 +52,8 @@ from neumeta_cl.hypernet.smoothing import layer_weights, smooth, total_variation
 from neumeta_cl.nets.heads import MultiHead, SingleHead
 from neumeta_cl.plugins.widths import WidthSweep
 from neumeta_cl.protocol import Plugin, RunSettings, StrategyReport
-from neumeta_cl.strategies.base import ContinualModule, OptimConfig
+from neumeta_cl.strategies.base import ContinualModule
+from neumeta_cl.strategies.optim import OptimConfig
 from neumeta_cl.strategies.fit import fit_experience
 
 
@@ -136,12 +137,15 @@ class NeuMeta(ContinualModule):
                  min_width: float = 0.25, widths_unseen: list[float] | None = None, coord_noise: float = 0.5,
                  eval_samples: int = 1, recon_weight: float = 1.0, l2_weight: float = 1e-4, reg_weight: float = 100.0,
                  teacher_epochs: int = 3, teachers: str = "every", task_init: str = "random", recon_steps: int = 300,
-                 clip_grad: float = 1.0, eval_fractions: list[float] | None = None):
+                 clip_grad: float = 1.0, eval_fractions: list[float] | None = None, layer_dim: int = 8,
+                 lr_schedule: str = "cosine", tsp_seconds: float = 0.2, teacher_seed_offset: int = 7919,
+                 teacher_data_seed_offset: int = 1000):
         head = getattr(net, "head", None)
         if not isinstance(head, (MultiHead, SingleHead)):
             raise ConfigError(f"strategy=neumeta generates MLP or CNN targets with a linear head, not "
                               f"{type(net).__name__}; use model=mlp or model=cnn.")
         eval_fractions = list(eval_fractions if eval_fractions is not None else [0.25, 0.5, 0.75, 1.0])
+        arch = dict(hidden=hidden, n_blocks=n_blocks, n_freqs=n_freqs, layer_dim=layer_dim, task_dim=task_dim, film=film)
         _check(min_width=min_width, coord_noise=coord_noise, recon_weight=recon_weight, l2_weight=l2_weight,
                reg_weight=reg_weight, eval_samples=eval_samples, teacher_epochs=teacher_epochs, teachers=teachers,
                task_init=task_init, eval_fractions=eval_fractions)
@@ -150,12 +154,16 @@ class NeuMeta(ContinualModule):
         # head): one per experience, added as it starts; at test time the task is inferred
         # (``hypernet.routing``).
         if isinstance(head, SingleHead):
-            generator = NeuMetaGenerator(layout, [], hidden, n_blocks, n_freqs, task_dim=task_dim, film=film,
-                                         classes=[], n_classes=head.linear.out_features)
+            generator = NeuMetaGenerator(layout, [], **arch, classes=[], n_classes=head.linear.out_features)
         else:
-            generator = NeuMetaGenerator(layout, head.sizes, hidden, n_blocks, n_freqs, task_dim=task_dim, film=film)
-        super().__init__(GeneratedNets(generator, eval_samples, coord_noise if eval_samples > 1 else 0.0), optim,
-                         batch_size=batch_size, seed=seed)
+            generator = NeuMetaGenerator(layout, head.sizes, **arch)
+        # The INR's learning rate follows ``lr_schedule`` (cosine: it ends each experience settled, the
+        # state the old-task regulariser then anchors); the teachers train as the run says (train.*).
+        super().__init__(GeneratedNets(generator, eval_samples, coord_noise if eval_samples > 1 else 0.0),
+                         dataclasses.replace(optim, schedule=lr_schedule), batch_size=batch_size, seed=seed)
+        self.teacher_optim = optim
+        self.tsp_seconds = tsp_seconds
+        self.teacher_seed_offset, self.teacher_data_seed_offset = teacher_seed_offset, teacher_data_seed_offset
         self.layout = layout
         self.coord_noise, self.recon_weight, self.l2_weight = coord_noise, recon_weight, l2_weight
         self.reg_weight, self.task_init, self.teachers = reg_weight, task_init, teachers
@@ -225,15 +233,15 @@ class NeuMeta(ContinualModule):
     def _train_teacher(self, experience: TensorExperience) -> Weights:
         t0 = time.perf_counter()
         device = self.generator.inr.stem.weight.device
-        torch.manual_seed(self.seed + 7919 * (experience.index + 1))
+        torch.manual_seed(self.seed + self.teacher_seed_offset * (experience.index + 1))
         net = self.layout.build(self.layout.widths, self.generator.heads[self.task], batchnorm=self.layout.batchnorm)
         accelerator = "gpu" if device.type == "cuda" else "cpu"
         if self.infer_task:
             experience = dataclasses.replace(experience, y=self._local(experience.y))
-        fit_experience(net, experience, epochs=self.teacher_epochs, optim=self.optim, batch_size=self.batch_size,
-                       seed=self.seed + 1000 * experience.index, accelerator=accelerator)
+        fit_experience(net, experience, epochs=self.teacher_epochs, optim=self.teacher_optim, batch_size=self.batch_size,
+                       seed=self.seed + self.teacher_data_seed_offset * experience.index, accelerator=accelerator)
         weights = layer_weights(net.cpu())
-        smoothed, _ = smooth(weights)
+        smoothed, _ = smooth(weights, self.tsp_seconds)
         self.info.update(teacher_seconds=time.perf_counter() - t0, tv_before=total_variation(weights),
                          tv_after=total_variation(smoothed))
         smoothed = [(w.to(device), b.to(device)) for w, b in smoothed]
@@ -347,16 +355,8 @@ class NeuMeta(ContinualModule):
 
     def training_step(self, batch, batch_idx):
         loss = super().training_step(batch, batch_idx)
-        self.lr_schedulers().step()
         self.net.version += 1
         return loss
-
-    def configure_optimizers(self):
-        # Cosine decay to zero over each experience: the INR ends the experience settled, which is
-        # the state the old-task regulariser then anchors.
-        opt = super().configure_optimizers()
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        return {"optimizer": opt, "lr_scheduler": torch.optim.lr_scheduler.CosineAnnealingLR(opt, total)}
 
     # -- deployment ----------------------------------------------------------------------------
     def generate(self, task: int, widths=None, *, fraction: float | None = None, budget: dict | None = None) -> nn.Module:

@@ -28,7 +28,8 @@ from neumeta_cl.nets.evaluation import tensor_accuracy
 from neumeta_cl.nets.heads import MultiHead
 from neumeta_cl.morph.report import MorphError
 from neumeta_cl.protocol import Plugin, StrategyReport
-from neumeta_cl.strategies.base import ContinualModule, OptimConfig
+from neumeta_cl.strategies.base import ContinualModule
+from neumeta_cl.strategies.optim import OptimConfig
 
 
 def hidden_linears(net) -> list[torch.nn.Module]:

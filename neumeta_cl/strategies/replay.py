@@ -15,7 +15,8 @@ import torch
 from neumeta_cl.data import TensorExperience
 from neumeta_cl.errors import ConfigError
 from neumeta_cl.protocol import Plugin
-from neumeta_cl.strategies.base import ContinualModule, OptimConfig
+from neumeta_cl.strategies.base import ContinualModule
+from neumeta_cl.strategies.optim import OptimConfig
 
 POLICIES = ("class_balanced", "reservoir")
 
