@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import warnings
 
 from neumeta_cl.errors import RunInterrupted, TrainingDiverged, UserError
 
@@ -55,7 +54,7 @@ def _cmd_run(args) -> int:
     from neumeta_cl.tracking.results import load_results
 
     cfg = load(args.overrides)
-    result = run_continual(cfg, overrides=args.overrides)
+    result = run_continual(cfg, overrides=args.overrides, command=["neumeta-cl", "run", *args.overrides])
     console = table.console()
     if result.skipped:
         console.print(f"already finished: {result.results_path} (rerun with resume=false to run it again in a fresh folder)")
@@ -101,8 +100,6 @@ def _cmd_config(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("WANDB_SILENT", "true")
-    # qpsolvers (pulled in by Avalanche's GEM) warns on import that it found no solver; we use none.
-    warnings.filterwarnings("ignore", message="no QP solver found")
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command is None:

@@ -26,7 +26,8 @@ from neumeta_cl.tracking.provenance import git_commit, package_versions, runtime
 from neumeta_cl.tracking.recorders import ResultsRecorder, WandbRecorder
 from neumeta_cl.tracking.atomic import TMP_PREFIX
 from neumeta_cl.tracking.results import load_results
-from neumeta_cl.tracking.run_folder import RunFolder, RunLock, check_run_name, config_hash, find_run_folder, run_prefix
+from neumeta_cl.tracking.run_folder import (RunFolder, RunLock, check_run_name, config_hash, find_run_folder, refresh,
+                                            run_prefix)
 
 
 @dataclass
@@ -76,7 +77,8 @@ def outcome_from_results(data: dict) -> RunOutcome:
                       status=data.get("status", "completed"), reason=data.get("reason"))
 
 
-def run_continual(cfg: DictConfig, plugins: list[Plugin] | None = None, overrides: list[str] | None = None) -> RunResult:
+def run_continual(cfg: DictConfig, plugins: list[Plugin] | None = None, overrides: list[str] | None = None,
+                  command: list[str] | None = None) -> RunResult:
     """Train ``cfg.strategy`` on ``cfg.benchmark``; returns once results.json and the W&B run are closed.
 
     A finished run is not run again (``skipped``); an unfinished one resumes from its checkpoint.
@@ -96,17 +98,18 @@ def run_continual(cfg: DictConfig, plugins: list[Plugin] | None = None, override
     try:
         for tmp in folder.path.glob(TMP_PREFIX + "*"):  # half-written files of a killed process: never read
             tmp.unlink(missing_ok=True)
-        folder = plan_run_folder(cfg)  # again, under the lock: another process may have finished it meanwhile
+        folder = refresh(folder)  # again, under the lock: another process may have finished it meanwhile
         if folder.state == "finished":
             data = load_results(folder.results)
             return RunResult(folder.path.name, outcome_from_results(data), folder.results, data.get("wandb_dir"),
                              skipped=True)
-        return _run(cfg, folder, list(plugins or []), overrides)
+        return _run(cfg, folder, list(plugins or []), overrides, command or list(sys.argv))
     finally:
         lock.release()
 
 
-def _run(cfg: DictConfig, folder: RunFolder, extra: list[Plugin], overrides: list[str] | None) -> RunResult:
+def _run(cfg: DictConfig, folder: RunFolder, extra: list[Plugin], overrides: list[str] | None,
+         command: list[str]) -> RunResult:
     if cfg.train.threads:
         torch.set_num_threads(int(cfg.train.threads))
     stream = build_stream_from(cfg)
@@ -138,7 +141,7 @@ def _run(cfg: DictConfig, folder: RunFolder, extra: list[Plugin], overrides: lis
                   "parameters": sum(p.numel() for p in module.net.parameters())},
         "wandb_dir": wandb_dir, "wandb_id": None if logger is None else folder.wandb_id,
     }
-    attempt = {"command": list(sys.argv), "overrides": list(overrides) if overrides is not None else None,
+    attempt = {"command": command, "overrides": list(overrides) if overrides is not None else None,
                "git": header["git"], "runtime": header["runtime"], "wandb_dir": wandb_dir}
     settings = RunSettings(run_dir=run_dir, eval_batch_size=t.eval_batch_size, probe_size=cfg.morph.probe_size,
                            morph_every_n_steps=cfg.morph.every_n_steps)

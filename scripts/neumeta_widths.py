@@ -19,11 +19,9 @@ import argparse
 import json
 import os
 import sys
-import warnings
 from pathlib import Path
 
 os.environ.setdefault("WANDB_SILENT", "true")
-warnings.filterwarnings("ignore", message="no QP solver found")  # Avalanche imports qpsolvers; we use none
 
 from neumeta_cl.errors import ConfigError  # noqa: E402
 from neumeta_cl.studies.neumeta_widths import missed_targets, read_saved, render, run_seeds, summarise  # noqa: E402

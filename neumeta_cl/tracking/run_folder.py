@@ -112,10 +112,17 @@ def find_run_folder(output_dir: Path, prefix: str, hashed: str, resume: bool = T
     if not resume:
         n = latest + 1
         return RunFolder(Path(output_dir) / f"{base}-{n}", "new", hashed, n)
-    path = attempts[latest]
+    return refresh(RunFolder(attempts[latest], "", hashed, latest))
+
+
+def refresh(folder: RunFolder) -> RunFolder:
+    """The folder's state as its files say now (under the lock, another process may have moved it on)."""
+    path = folder.path
     if _status(path) == "completed":
-        return RunFolder(path, "finished", hashed, latest)
-    return RunFolder(path, "resume" if (path / CHECKPOINT).exists() else "new", hashed, latest)
+        state = "finished"
+    else:
+        state = "resume" if (path / CHECKPOINT).exists() else "new"
+    return RunFolder(path, state, folder.hashed, folder.attempt)
 
 
 class RunLock:
