@@ -48,13 +48,22 @@ class ReplayBuffer(Plugin):
         self.update(run.experience)
 
     def state_dict(self) -> dict:
-        return {"x": self.x, "y": self.y, "t": self.t, "keys": self._keys, "generator": self.generator.get_state(),
-                "per_class": [[task, label, *arrays] for (task, label), arrays in self._per_class.items()]}
+        # Clones: the per-class tensors are slices, and torch.save would write their whole storage.
+        # The class-balanced buffer's x, y, t are the concatenation of its classes: not stored twice.
+        per_class = [[task, label, *(a.clone() for a in arrays)] for (task, label), arrays in self._per_class.items()]
+        own = self.policy == "reservoir"
+        return {"x": self.x if own else None, "y": self.y if own else None, "t": self.t if own else None,
+                "keys": self._keys, "generator": self.generator.get_state(), "per_class": per_class}
 
     def load_state_dict(self, state: dict) -> None:
-        self.x, self.y, self.t, self._keys = state["x"], state["y"], state["t"], state["keys"]
+        self._keys = state["keys"]
         self.generator.set_state(state["generator"])
         self._per_class = {(task, label): tuple(arrays) for task, label, *arrays in state["per_class"]}
+        if self.policy == "reservoir":
+            self.x, self.y, self.t = state["x"], state["y"], state["t"]
+        elif self._per_class:
+            parts = list(self._per_class.values())
+            self.x, self.y, self.t = (torch.cat([p[i] for p in parts]) for i in range(3))
 
     def update(self, exp: TensorExperience) -> None:
         if self.policy == "reservoir":
