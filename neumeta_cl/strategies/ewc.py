@@ -66,6 +66,10 @@ class EWCPenalty(Plugin):
     def loss(self, strategy, x, t, logits):
         if not self.anchors or self.ewc_lambda == 0:
             return 0.0
+        device = next(strategy.net.parameters()).device
+        if next(iter(self.anchors[0][0].values())).device != device:  # anchors restored from a checkpoint
+            self.anchors = [({k: v.to(device) for k, v in f.items()}, {k: v.to(device) for k, v in s.items()})
+                            for f, s in self.anchors]
         return self.ewc_lambda * ewc_penalty(strategy.net, self.anchors)
 
     def remap(self, param_map) -> None:

@@ -302,7 +302,7 @@ class NeuMeta(ContinualModule):
     @torch.no_grad()
     def weight_drift(self) -> dict[int, float]:
         """L2 distance of each finished task's full-width generated weights from when it was trained."""
-        return {k: float((flat(self.generator.weights(k)) - w).norm()) for k, w in self.trained.items()}
+        return {k: float((flat(self.generator.weights(k)) - w.to(self.device)).norm()) for k, w in self.trained.items()}
 
     def plugins(self, settings: RunSettings) -> list[Plugin]:
         checkpoint = None if settings.run_dir is None else settings.run_dir / "generator.pt"

@@ -54,11 +54,12 @@ class UnitPacking(Plugin):
         params = dict(module.net.named_parameters())
         for name, mask in self.frozen.items():
             p = params[name]
+            mask = mask.to(p.device)  # no-op unless restored from a checkpoint onto another device
             if grads and p.grad is not None:
                 p.grad[mask] = 0
             elif not grads:
                 with torch.no_grad():
-                    p[mask] = self.values[name][mask].to(p.device)
+                    p[mask] = self.values[name].to(p.device)[mask]
 
     def after_backward(self, module) -> None:
         self._apply_masks(module, grads=True)
@@ -68,7 +69,7 @@ class UnitPacking(Plugin):
 
     def _freeze(self, name: str, param: torch.Tensor, mask: torch.Tensor) -> None:
         old = self.frozen.get(name, torch.zeros_like(mask))
-        self.frozen[name] = old | mask
+        self.frozen[name] = old.to(mask.device) | mask
         self.values[name] = param.detach().clone()
 
     def remap(self, param_map) -> None:
