@@ -103,15 +103,21 @@ def run_continual(cfg: DictConfig, plugins: list[Plugin] | None = None, override
             data = load_results(folder.results)
             return RunResult(folder.path.name, outcome_from_results(data), folder.results, data.get("wandb_dir"),
                              skipped=True)
-        return _run(cfg, folder, list(plugins or []), overrides, command or list(sys.argv))
+        # torch's thread count changes the order of floating-point sums, hence R: set it for this
+        # run only, so that no run inherits the count an earlier run in the process left behind.
+        threads = torch.get_num_threads()
+        try:
+            if cfg.train.threads:
+                torch.set_num_threads(int(cfg.train.threads))
+            return _run(cfg, folder, list(plugins or []), overrides, command or list(sys.argv))
+        finally:
+            torch.set_num_threads(threads)
     finally:
         lock.release()
 
 
 def _run(cfg: DictConfig, folder: RunFolder, extra: list[Plugin], overrides: list[str] | None,
          command: list[str]) -> RunResult:
-    if cfg.train.threads:
-        torch.set_num_threads(int(cfg.train.threads))
     stream = build_stream_from(cfg)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     net = build_model(to_dict(cfg.model), stream.input_shape, stream.n_classes, stream.heads)

@@ -118,3 +118,15 @@ def test_stability_probe_sees_the_dip_that_R_hides(fast_overrides):
     assert s["steps"][0] == 0 and s["steps"][1] == 3
     assert s["mean_before"] == pytest.approx(out.R[0, 0])  # step 0 = the end of the previous experience
     assert s["mean_min"] <= out.R[1, 0] + 1e-9 and s["gap"] > 0.5
+
+
+def test_a_run_sets_torch_threads_for_itself_only(fast_overrides):
+    """R depends on the thread count, so a run must not leave its count to the next run in the process."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        result = run_continual(load(fast_overrides + ["train.threads=1", "train.epochs=1"]))
+        assert json.loads(result.results_path.read_text())["runtime"]["threads"] == 1
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
