@@ -77,6 +77,12 @@ def outcome_from_results(data: dict) -> RunOutcome:
                       status=data.get("status", "completed"), reason=data.get("reason"))
 
 
+def _finished(folder: RunFolder) -> RunResult:
+    """A run that finished before: nothing runs, its outcome is read back from results.json."""
+    data = load_results(folder.results)
+    return RunResult(folder.path.name, outcome_from_results(data), folder.results, data.get("wandb_dir"), skipped=True)
+
+
 def run_continual(cfg: DictConfig, plugins: list[Plugin] | None = None, overrides: list[str] | None = None,
                   command: list[str] | None = None) -> RunResult:
     """Train ``cfg.strategy`` on ``cfg.benchmark``; returns once results.json and the W&B run are closed.
@@ -88,8 +94,7 @@ def run_continual(cfg: DictConfig, plugins: list[Plugin] | None = None, override
     validate(cfg)
     folder = plan_run_folder(cfg)
     if folder.state == "finished":
-        data = load_results(folder.results)
-        return RunResult(folder.path.name, outcome_from_results(data), folder.results, data.get("wandb_dir"), skipped=True)
+        return _finished(folder)
     try:
         lock = RunLock(folder.path).acquire()
     except OSError as e:
@@ -100,9 +105,7 @@ def run_continual(cfg: DictConfig, plugins: list[Plugin] | None = None, override
             tmp.unlink(missing_ok=True)
         folder = refresh(folder)  # again, under the lock: another process may have finished it meanwhile
         if folder.state == "finished":
-            data = load_results(folder.results)
-            return RunResult(folder.path.name, outcome_from_results(data), folder.results, data.get("wandb_dir"),
-                             skipped=True)
+            return _finished(folder)
         # torch's thread count changes the order of floating-point sums, hence R: set it for this
         # run only, so that no run inherits the count an earlier run in the process left behind.
         threads = torch.get_num_threads()
