@@ -1,4 +1,4 @@
-"""scripts/bench_resume.py's logic: the checkpoint it times is the runner's, sizes are real files."""
+"""The logic of bench_resume: the checkpoint it times is the runner's, and sizes are real files."""
 
 from neumeta_cl.studies.checkpoint_cost import QUICK, measure
 

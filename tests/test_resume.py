@@ -70,7 +70,8 @@ def finished_experiences(out: Path) -> int:
 
 
 def start(ov: list[str], **kw) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # A child of its own, as a cluster's job is: not attached to this process's W&B service.
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"} | {"PYTHONUNBUFFERED": "1"}
     return subprocess.Popen([*CLI, *ov], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, **kw)
 
 
