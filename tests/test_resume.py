@@ -43,8 +43,7 @@ MORPHS = {  # a morph before the kill (its structure must come back) and one aft
 }
 # The default suite kills the strategies with the most state to restore (buffer, Fisher anchors
 # through morphs, masks, a generator, a morph policy); `make test-slow` kills every other case too.
-QUICK_CASES = {("naive", True), ("replay", False), ("ewc", True), ("lwf", False), ("prune_grow", True),
-               ("grow_ewc", True), ("neumeta", False)}
+QUICK_CASES = {("replay", False), ("ewc", True), ("prune_grow", True), ("grow_ewc", True), ("neumeta", False)}
 CASES = [pytest.param(s, m, id=f"{s}{'-morph' if m else ''}", marks=() if (s, m) in QUICK_CASES else pytest.mark.slow)
          for s in STRATEGIES.names() for m in (False, True) if not (m and s == "neumeta")]
 CLI = [sys.executable, "-m", "neumeta_cl.cli", "run"]
