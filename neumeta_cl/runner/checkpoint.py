@@ -20,16 +20,26 @@ from neumeta_cl.tracking.atomic import save_atomic
 FORMAT = 1
 
 
+def python_rng_state(rng=random) -> list:
+    """A Python generator's state (the ``random`` module's or a ``random.Random``'s) as plain lists."""
+    version, internal, gauss = rng.getstate()
+    return [version, list(internal), gauss]
+
+
+def set_python_rng_state(state: list, rng=random) -> None:
+    version, internal, gauss = state
+    rng.setstate((version, tuple(internal), gauss))
+
+
 def rng_state() -> dict:
     """The global random generators: torch (CPU and every GPU), numpy and Python."""
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    version, internal, py_gauss = random.getstate()
     return {
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
                   "has_gauss": int(has_gauss), "gauss": float(gauss)},
-        "python": [version, list(internal), py_gauss],
+        "python": python_rng_state(),
     }
 
 
@@ -39,8 +49,7 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
     n = state["numpy"]
     np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
+    set_python_rng_state(state["python"])
 
 
 def save_checkpoint(state: dict, path: Path) -> None:

@@ -52,6 +52,7 @@ from neumeta_cl.hypernet.smoothing import layer_weights, smooth, total_variation
 from neumeta_cl.nets.heads import MultiHead, SingleHead
 from neumeta_cl.plugins.widths import WidthSweep
 from neumeta_cl.protocol import Plugin, RunSettings, StrategyReport
+from neumeta_cl.runner.checkpoint import python_rng_state, set_python_rng_state
 from neumeta_cl.strategies.base import ContinualModule
 from neumeta_cl.strategies.optim import OptimConfig
 from neumeta_cl.strategies.fit import fit_experience
@@ -289,13 +290,11 @@ class NeuMeta(ContinualModule):
         self.net.version += 1  # generated weights cached before are stale
 
     def extra_state(self) -> dict:
-        version, internal, gauss = self.rng.getstate()
-        return {"rng": [version, list(internal), gauss], "noise_gen": self.noise_gen.get_state(),
+        return {"rng": python_rng_state(self.rng), "noise_gen": self.noise_gen.get_state(),
                 "trained": dict(self.trained)}
 
     def load_extra_state(self, state: dict) -> None:
-        version, internal, gauss = state["rng"]
-        self.rng.setstate((version, tuple(internal), gauss))
+        set_python_rng_state(state["rng"], self.rng)
         self.noise_gen.set_state(state["noise_gen"])
         self.trained = {int(k): v for k, v in state["trained"].items()}
 

@@ -60,10 +60,9 @@ class ResultsRecorder(Plugin):
         o = run.outcome
         previous = load_results(self.path) if o.resumed_from is not None and self.path.exists() else {}
         attempts = [*previous.get("attempts", []), {**self.attempt, "started": _now(), "from_experience": o.resumed_from or 0}]
-        self.file = ResultsFile(self.path, {**self.header, "status": "running", "reason": None, "signal": None,
-                                            "started": previous.get("started", _now()), "attempts": attempts,
-                                            "b": o.b, "R": [], "experiences": [], "metrics": {}})
-        self._write(run)
+        self.file = None  # a fresh file: the header of this attempt, then what the outcome holds
+        self._write(run, status="running", reason=None, signal=None, started=previous.get("started", _now()),
+                    attempts=attempts, b=o.b)
 
     def after_experience(self, run) -> None:
         self._write(run)
