@@ -1,13 +1,9 @@
-"""Named experiments: a YAML file in ``experiments/`` pins a set of runs and their table.
+"""Named experiments: a sweep in ``experiments/`` whose table goes in the README.
 
-Format::
-
-    name: quickstart
-    description: one line for the table title
-    overrides: [benchmark=split_fmnist, ...]        # applied to every run
-    variants: {task_il: [benchmark.scenario=task], class_il: []}   # optional; labels become variant/strategy
-    strategies: {naive: [strategy=naive], ewc: [strategy=ewc, strategy.ewc_lambda=100]}
-    seeds: [0, 1, 2]
+An experiment file is a sweep file (``neumeta_cl.sweep.plan``) that may also say how its table
+looks (``table: {rows, cols, metrics}``), what ``--quick`` changes, and where the reference
+numbers of ``neumeta-cl reproduce --check`` are. Its runs go to ``<out>/<experiment name>/``;
+rerunning it skips the finished runs and resumes the others.
 """
 
 from __future__ import annotations
@@ -15,91 +11,100 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
-from neumeta_cl.config import experiment_choices, experiments_dir, load
-from neumeta_cl.errors import ConfigError
-from neumeta_cl.report import table
-from neumeta_cl.run import RunResult, run_continual
+from neumeta_cl.config import experiment_choices
+from neumeta_cl.errors import ConfigError, UserError
+from neumeta_cl.paths import experiments_dir
+from neumeta_cl.report import table as tables
+from neumeta_cl.report.runs import Run
+from neumeta_cl.run import RunResult, outcome_from_results
+from neumeta_cl.sweep.controller import SweepOutcome, run_sweep
+from neumeta_cl.sweep.plan import SweepSpec, load_spec, with_seeds
 from neumeta_cl.tracking.results import load_results, write_json_atomic
 
-EXPERIMENT_KEYS = {"name", "description", "overrides", "variants", "strategies", "seeds"}
 
-
-def load_experiment(name_or_path: str) -> dict:
-    path = Path(name_or_path)
-    if not path.exists():
-        path = experiments_dir() / f"{name_or_path.removesuffix('.yaml')}.yaml"
-    if not path.exists():
-        raise ConfigError(f"Unknown experiment '{name_or_path}'; valid experiments are: {', '.join(experiment_choices())}.")
+def load_experiment(name_or_path: str) -> SweepSpec:
     try:
-        spec = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        where = getattr(e, "problem_mark", None)
-        line = f" (line {where.line + 1})" if where else ""
-        raise ConfigError(f"{path} is not valid YAML{line}: {getattr(e, 'problem', e)}; "
-                          "quote list values such as \"model.widths=[256,256]\".") from None
-    unknown = sorted(set(spec) - EXPERIMENT_KEYS)
-    if unknown:
-        raise ConfigError(f"Unknown key(s) {', '.join(unknown)} in {path}; valid keys are: {', '.join(sorted(EXPERIMENT_KEYS))}.")
-    if not spec.get("strategies"):
-        raise ConfigError(f"{path} lists no strategies; add a `strategies:` mapping of label -> overrides.")
-    spec.setdefault("name", path.stem)
-    spec.setdefault("seeds", [0])
-    spec.setdefault("overrides", [])
-    return spec
+        return load_spec(name_or_path, where=(experiments_dir(),))
+    except ConfigError as e:
+        if str(e).startswith("Unknown sweep"):
+            raise ConfigError(f"Unknown experiment '{name_or_path}'; valid experiments are: "
+                              f"{', '.join(experiment_choices())}.") from None
+        raise
+
+
+class RunsFailed(UserError):
+    """Some runs of an experiment did not finish; the others are kept, and a rerun resumes them."""
+
+    exit_code = 1
 
 
 @dataclass
 class ExperimentResult:
     name: str
     out_dir: Path
-    runs: dict[str, list[RunResult]]
-    summary: object  # pandas DataFrame
+    runs: dict[str, list[RunResult]]  # finished runs by label
+    table: tables.Table
+    sweep: SweepOutcome
+
+    @property
+    def summary(self):
+        """The table as a pandas DataFrame: ``<metric>_mean``, ``_std``, ``_n`` per label."""
+        return self.table.frame()
 
     @property
     def table_markdown(self) -> str:
-        return table.markdown(self.summary)
+        return tables.markdown(self.table)
 
 
-def plan(spec: dict, extra: list[str]) -> list[tuple[str, int, list[str]]]:
-    """(label, seed, overrides) for every run, configs validated before anything trains."""
-    runs = []
-    variants = spec.get("variants") or {None: []}
-    for variant, variant_ov in variants.items():
-        for name, overrides in spec["strategies"].items():
-            label = name if variant is None else f"{variant}/{name}"
-            for seed in spec["seeds"]:
-                ov = [*spec["overrides"], *(variant_ov or []), *(overrides or []), f"seed={seed}", *extra]
-                load(ov)  # fail fast on a bad config, before hours of training
-                runs.append((label, seed, ov))
-    return runs
+def experiment_table(spec: SweepSpec, outcome: SweepOutcome) -> tables.Table:
+    """The experiment's table from its finished runs' results.json, in the sweep's order."""
+    runs, missing = [], []
+    for p in outcome.planned:
+        r = outcome.results.get(p.job.index)
+        path = Path(r.results) if r and r.results else p.folder.results
+        if path.exists():
+            runs.append(Run(path, load_results(path)))
+        else:
+            missing.append(p)
+    table_spec = spec.table or {}
+    rows = spec.row_keys
+    label_of = {id(run): tuple(run.labels.get(k) or run.value(k) for k in rows) for run in runs}
+    return tables.build(runs, rows, table_spec.get("cols") or [], table_spec.get("metrics") or tables.DEFAULT_METRICS,
+                        title=spec.description or spec.name, row_of=lambda run: label_of[id(run)])
 
 
-def run_experiment(name_or_path: str, extra_overrides: list[str] | None = None, out_root: str = "runs",
-                   on_run_done=None, seeds: list[int] | None = None) -> ExperimentResult:
-    """Run every (strategy, seed) of the experiment; ``seeds`` replaces the experiment's own."""
-    spec = load_experiment(name_or_path)
+def run_experiment(name_or_path: str | SweepSpec, extra_overrides: list[str] | None = None, out_root: str = "runs",
+                   seeds: list[int] | None = None, launcher: list[str] | None = None, console=None,
+                   command: list[str] | None = None, raise_on_failure: bool = True) -> ExperimentResult:
+    """Run every run of the experiment (``seeds`` replaces its seeds) and build its table.
+
+    With ``raise_on_failure``, runs that did not finish raise ``RunsFailed`` after the others are done.
+    """
+    spec = name_or_path if isinstance(name_or_path, SweepSpec) else load_experiment(name_or_path)
     if seeds:
-        spec["seeds"] = list(seeds)
-    jobs = plan(spec, list(extra_overrides or []))
-    # No clock in the name: rerunning the experiment skips its finished runs and resumes the others.
-    out_dir = Path(out_root) / spec["name"]
+        spec = with_seeds(spec, list(seeds))
+    outcome = run_sweep(spec, list(extra_overrides or []), list(launcher or []), out_root, console=console,
+                        command=command)
+    table = experiment_table(spec, outcome)
     runs: dict[str, list[RunResult]] = {}
-    for label, seed, ov in jobs:
-        ov = [*ov, f"output_dir={out_dir}", f"run_name={label.replace('/', '-')}-s{seed}"]
-        result = run_continual(load(ov), overrides=ov)
-        runs.setdefault(label, []).append(result)
-        if on_run_done is not None:
-            on_run_done(label, seed, result)
-    results = {label: [load_results(r.results_path) for r in rs] for label, rs in runs.items()}
-    frame = table.metrics_frame(results)
-    summary = table.summary_frame(frame)
+    for p in outcome.planned:
+        r = outcome.results.get(p.job.index)
+        if r is not None and r.status in ("done", "skipped"):
+            data = load_results(r.results)
+            runs.setdefault(p.job.label, []).append(
+                RunResult(Path(r.results).parent.name, outcome_from_results(data), Path(r.results), data.get("wandb_dir"),
+                          skipped=r.status == "skipped"))
+    out_dir = outcome.sweep_dir
     write_json_atomic(out_dir / "summary.json", {
-        "experiment": spec["name"], "description": spec.get("description"), "seeds": spec["seeds"],
-        "convention": "BWT/FWT average over T-1 experiences (GEM paper); forgetting as Chaudhry et al. 2018",
+        "experiment": spec.name, "description": spec.description,
+        "convention": tables.footnote(table),
         "runs": {label: [str(r.results_path) for r in rs] for label, rs in runs.items()},
-        "table": summary.reset_index().to_dict(orient="records"),
+        "table": table.frame().reset_index().to_dict(orient="records"),
     })
-    (out_dir / "table.md").write_text(table.markdown(summary) + "\n")
-    return ExperimentResult(spec["name"], out_dir, runs, summary)
+    (out_dir / "table.md").write_text(tables.markdown(table) + "\n")
+    result = ExperimentResult(spec.name, out_dir, runs, table, outcome)
+    if raise_on_failure and outcome.exit_code:
+        failed = [f"{r.index}: {r.status} ({r.reason})" for r in outcome.failed]
+        raise RunsFailed(f"{len(outcome.planned) - sum(map(len, runs.values()))} of the experiment's runs did not "
+                         f"finish ({'; '.join(failed) or 'stopped'}); see {out_dir / 'sweep.json'} and rerun to resume.")
+    return result

@@ -84,12 +84,13 @@ def _finished(folder: RunFolder) -> RunResult:
 
 
 def run_continual(cfg: DictConfig, plugins: list[Plugin] | None = None, overrides: list[str] | None = None,
-                  command: list[str] | None = None) -> RunResult:
+                  command: list[str] | None = None, sweep: dict | None = None) -> RunResult:
     """Train ``cfg.strategy`` on ``cfg.benchmark``; returns once results.json and the W&B run are closed.
 
     A finished run is not run again (``skipped``); an unfinished one resumes from its checkpoint.
     On failure or interruption results.json keeps every finished experience and records how the run
     ended, the checkpoint keeps the last finished experience, and the exception propagates.
+    ``sweep`` (the sweep's name and this run's labels in it) is recorded in results.json.
     """
     validate(cfg)
     folder = plan_run_folder(cfg)
@@ -112,7 +113,7 @@ def run_continual(cfg: DictConfig, plugins: list[Plugin] | None = None, override
         try:
             if cfg.train.threads:
                 torch.set_num_threads(int(cfg.train.threads))
-            return _run(cfg, folder, list(plugins or []), overrides, command or list(sys.argv))
+            return _run(cfg, folder, list(plugins or []), overrides, command or list(sys.argv), sweep)
         finally:
             torch.set_num_threads(threads)
     finally:
@@ -120,7 +121,7 @@ def run_continual(cfg: DictConfig, plugins: list[Plugin] | None = None, override
 
 
 def _run(cfg: DictConfig, folder: RunFolder, extra: list[Plugin], overrides: list[str] | None,
-         command: list[str]) -> RunResult:
+         command: list[str], sweep: dict | None) -> RunResult:
     stream = build_stream_from(cfg)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     net = build_model(to_dict(cfg.model), stream.input_shape, stream.n_classes, stream.heads)
@@ -132,7 +133,8 @@ def _run(cfg: DictConfig, folder: RunFolder, extra: list[Plugin], overrides: lis
     run_dir, name = folder.path, folder.path.name
     resolved = to_dict(cfg)
     logger = wandb_run.make_wandb_logger(cfg.logger.mode, cfg.logger.project, name, run_dir, resolved,
-                                         cfg.logger.entity, list(cfg.logger.tags), run_id=folder.wandb_id)
+                                         cfg.logger.entity, list(cfg.logger.tags), run_id=folder.wandb_id,
+                                         group=cfg.logger.group)
     wandb_dir = wandb_run.run_dir(logger)
     log = None
     if logger is not None:
@@ -149,6 +151,7 @@ def _run(cfg: DictConfig, folder: RunFolder, extra: list[Plugin], overrides: lis
         "model": {"name": cfg.model.name, "widths": list(module.net.widths),
                   "parameters": sum(p.numel() for p in module.net.parameters())},
         "wandb_dir": wandb_dir, "wandb_id": None if logger is None else folder.wandb_id,
+        "sweep": sweep,
     }
     attempt = {"command": command, "overrides": list(overrides) if overrides is not None else None,
                "git": header["git"], "runtime": header["runtime"], "wandb_dir": wandb_dir}

@@ -17,7 +17,7 @@ MODES = ("offline", "online", "disabled")
 
 
 def make_wandb_logger(mode: str, project: str, run_name: str, save_dir: Path, config: dict, entity: str | None = None,
-                      tags: list[str] | None = None, run_id: str | None = None):
+                      tags: list[str] | None = None, run_id: str | None = None, group: str | None = None):
     """A ``WandbLogger`` whose run is started now, so its files exist even if the run fails early.
 
     ``run_id`` makes a rerun of the same run folder continue the same W&B run (``resume="allow"``).
@@ -33,7 +33,7 @@ def make_wandb_logger(mode: str, project: str, run_name: str, save_dir: Path, co
     save_dir.mkdir(parents=True, exist_ok=True)
     extra = {"id": run_id, "resume": "allow"} if run_id else {}
     logger = WandbLogger(name=run_name, project=project, entity=entity, save_dir=str(save_dir), mode=mode,
-                         config=config, tags=list(tags or []), reinit="finish_previous", **extra)
+                         config=config, tags=list(tags or []), group=group, reinit="finish_previous", **extra)
     # Lightning always passes `anonymous`, which this wandb version warns about on every run.
     logger._wandb_init.pop("anonymous", None)
     logger.experiment  # start the run (and its directory) now
