@@ -192,7 +192,7 @@ def _cmd_reproduce(args) -> int:
     if rest:
         raise UserError(f"reproduce takes launcher settings only (launcher=NAME, launcher.KEY=VALUE), got {' '.join(rest)}; "
                         "a reproduction runs the committed sweep as it is.")
-    return reproduce(args.name, quick=args.quick, check=args.check, launcher=launcher, out_root=args.out,
+    return reproduce(args.name, quick=args.quick, check_reference=args.check, launcher=launcher, out_root=args.out,
                      tolerance=args.tolerance, write_reference=args.write_reference)
 
 

@@ -99,6 +99,9 @@ def validate(cfg: DictConfig) -> None:
     MODELS.get(cfg.model.name)
     STRATEGIES.get(cfg.strategy.name)
     _positive(cfg.benchmark.n_experiences, "benchmark.n_experiences")
+    for key in ("train_per_experience", "test_per_experience"):
+        if cfg.benchmark[key] is not None:
+            _positive(cfg.benchmark[key], f"benchmark.{key}")
     for key in ("epochs", "batch_size", "lr", "eval_batch_size"):
         _positive(cfg.train[key], f"train.{key}")
     _positive(cfg.train.weight_decay, "train.weight_decay", allow_zero=True)

@@ -48,34 +48,21 @@ def main(argv=None) -> dict:
     p.add_argument("overrides", nargs="*", help="KEY=VALUE applied to every run")
     args = p.parse_args(argv)
 
-    from neumeta_cl.experiment import run_experiment
+    from neumeta_cl.experiment import load_experiment, run_experiment
     from neumeta_cl.report import table
-    from neumeta_cl.tracking.results import load_results
+    from neumeta_cl.report.runs import find_runs
 
+    spec = load_experiment("morph_vs_fixed")
+    console = table.console()
     if args.from_dir:
         out = Path(args.from_dir)
-        runs = json.loads((out / "summary.json").read_text())["runs"]
-        summary = table.summary_frame(table.metrics_frame({k: [load_results(p) for p in v] for k, v in runs.items()}))
+        made = table.build(find_runs([out]), spec.row_keys, title=spec.description,
+                           row_of=lambda r: tuple(r.labels.get(k) or r.value(k) for k in spec.row_keys))
     else:
-        extra = list(args.overrides) + ["train.progress_bar=false"]
-        if args.seeds:
-            from neumeta_cl.experiment import load_experiment
-
-            spec = load_experiment("morph_vs_fixed")
-            spec["seeds"] = args.seeds
-            import tempfile
-
-            import yaml
-
-            tmp = Path(tempfile.mkdtemp()) / "morph_vs_fixed.yaml"
-            tmp.write_text(yaml.safe_dump(spec))
-            res = run_experiment(str(tmp), extra, args.out)
-        else:
-            res = run_experiment("morph_vs_fixed", extra, args.out)
-        out, summary = res.out_dir, res.summary
-    console = table.console()
-    console.print(table.render(summary, "morph vs fixed width · Split-Fashion-MNIST · mean ± std over seeds"))
-    console.print(f"results: {out}")
+        res = run_experiment(spec, [*args.overrides, "train.progress_bar=false"], args.out, seeds=args.seeds)
+        out, made = res.out_dir, res.table
+    console.print(table.rich_table(made))
+    summary = made.frame()
     figs = figures(summary)
     verdict = "MET" if figs["target_met"] else "NOT MET"
     console.print(f"task-incremental: best morph strategy {figs['best_morph_strategy_taskil']} ACC "

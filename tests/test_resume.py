@@ -292,5 +292,5 @@ def test_results_json_written_before_resume_existed_still_load_for_tables():
 
     old = json.loads((Path(__file__).parent / "data" / "results_v0.json").read_text())
     assert "attempts" not in old and "config_hash" not in old
-    summary = table.summary_frame(table.metrics_frame({"naive": [old]}))
+    summary = table.from_groups({"naive": [old]}).frame()
     assert summary.loc["naive", "acc_mean"] == pytest.approx(np.mean(old["R"][-1]))

@@ -147,6 +147,33 @@ def build_stream(
     return stream
 
 
+def subsample(stream: TensorStream, train_per_experience: int | None, test_per_experience: int | None,
+              seed: int) -> TensorStream:
+    """The stream with at most ``n`` training (test) samples per experience, drawn without replacement.
+
+    Experience ``i`` draws with its own generator (``seed``, ``i``), so the subset of an experience
+    does not depend on the others. The Avalanche benchmark is left whole.
+    """
+    def cut(exps: list[TensorExperience], n: int | None, salt: int) -> list[TensorExperience]:
+        if n is None:
+            return exps
+        out = []
+        for e in exps:
+            if len(e) <= n:
+                out.append(e)
+                continue
+            g = torch.Generator().manual_seed(seed * 1_000_003 + salt * 1009 + e.index)
+            keep = torch.randperm(len(e), generator=g)[:n].sort().values
+            out.append(TensorExperience(e.index, e.x[keep], e.y[keep], e.t[keep], e.task_label, e.classes))
+        return out
+
+    if train_per_experience is None and test_per_experience is None:
+        return stream
+    return TensorStream(stream.name, stream.kind, stream.scenario, cut(stream.train, train_per_experience, 0),
+                        cut(stream.test, test_per_experience, 1), stream.n_classes, stream.heads, stream.input_shape,
+                        stream.class_order, stream.benchmark)
+
+
 def clear_caches() -> None:
     """Forget memoised streams."""
     _MEMO.clear()

@@ -168,7 +168,7 @@ def run_seeds(overrides: list[str] | None = None, out_root="runs", seeds: list[i
         return {load_results(r)["seed"]: ind for r, ind in zip(old["runs"], old["individuals"])}.get(seed)
     spec = load_experiment("neumeta_widths")
     extra = [*(QUICK if quick else []), *(overrides or []), "train.progress_bar=false"]
-    seeds = seeds or ([0] if quick else spec["seeds"])
+    seeds = seeds or ([0] if quick else [int(s) for s in spec.axis("seed").labels])
     saved, out = {"runs": [], "individuals": [], "seconds_per_seed": []}, None
     for seed in seeds:
         t0 = time.perf_counter()
@@ -177,7 +177,7 @@ def run_seeds(overrides: list[str] | None = None, out_root="runs", seeds: list[i
         run = res.runs["neumeta"][0]
         strategy = load_results(run.results_path)["config"]["strategy"]
         fractions = sorted({*map(float, strategy["eval_fractions"]), *map(float, strategy["widths_unseen"])})
-        cfg = load([*spec["overrides"], *spec["strategies"]["neumeta"], f"seed={seed}", *extra])
+        cfg = load([*spec.overrides, *spec.axis("strategy").overrides_of("neumeta"), f"seed={seed}", *extra])
         seconds = time.perf_counter() - t0
         individuals = reused(seed) or train_individuals(cfg, fractions)
         if individuals["fractions"] != fractions:

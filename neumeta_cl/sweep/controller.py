@@ -14,6 +14,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from omegaconf import OmegaConf
+
+from neumeta_cl.errors import RunInterrupted
 from neumeta_cl.sweep.job import JobResult, JobSpec
 from neumeta_cl.sweep.launchers import build_launcher, load_launcher_config
 from neumeta_cl.sweep.plan import Job, PlannedRun, SweepSpec, expand, validate
@@ -86,7 +89,12 @@ def run_sweep(spec: SweepSpec, extra: list[str] | None = None, launcher_override
               out_root: str | Path = "runs", console=None, command: list[str] | None = None) -> SweepOutcome:
     """Validate the whole plan (a ``ConfigError`` lists every bad run), then run what is not finished."""
     console = console or stderr_console()
-    sweep_dir = Path(out_root) / spec.name
+    with _Stop() as stop:  # a signal while planning stops the sweep once the plan is made, before any run
+        return _run_sweep(spec, extra, launcher_overrides, Path(out_root), console, command, stop)
+
+
+def _run_sweep(spec, extra, launcher_overrides, out_root: Path, console, command, stop: _Stop) -> SweepOutcome:
+    sweep_dir = out_root / spec.name
     launcher_cfg = load_launcher_config(list(launcher_overrides or []))
     launcher, default_threads = build_launcher(launcher_cfg, sweep_dir)
     jobs = expand(spec, list(extra or []))
@@ -98,7 +106,7 @@ def run_sweep(spec: SweepSpec, extra: list[str] | None = None, launcher_override
     def write_manifest() -> None:
         write_json_atomic(sweep_dir / MANIFEST, {
             "name": spec.name, "description": spec.description, "source": str(spec.source) if spec.source else None,
-            "command": command or list(sys.argv), "launcher": dict(launcher_cfg), "table": spec.table,
+            "command": command or list(sys.argv), "launcher": OmegaConf.to_container(launcher_cfg), "table": spec.table,
             "runs": [{"index": p.job.index, "run": p.job.label, "labels": p.job.labels, "overrides": list(p.job.overrides),
                       "folder": str(p.folder.path), **(outcome.results[p.job.index].to_dict()
                                                        if p.job.index in outcome.results else {"status": "pending"})}
@@ -114,7 +122,9 @@ def run_sweep(spec: SweepSpec, extra: list[str] | None = None, launcher_override
         log = sweep_dir / "logs" / f"{p.folder.path.name}.log"
         to_launch.append((JobSpec(p.job.index, p.job.label, dict(p.job.labels), tuple(ov), spec.name, str(log)), threads))
     parallel = getattr(launcher, "workers", None) or max(1, (getattr(launcher, "cores", 0) or 2) // max(default_threads, 1))
-    with SweepProgress(spec.name, len(planned), parallel, console) as progress, _Stop() as stop:
+    if stop.signum:
+        raise RunInterrupted(stop.signum)
+    with SweepProgress(spec.name, len(planned), parallel, console) as progress:
         started: set[int] = set()
 
         def on_start(job: JobSpec) -> None:
@@ -172,3 +182,6 @@ def print_summary(outcome: SweepOutcome, console) -> None:
         counts[row["status"]] = counts.get(row["status"], 0) + 1
     console.print("sweep " + outcome.name + ": " + ", ".join(f"{n} {s}" for s, n in counts.items())
                   + f" · {outcome.sweep_dir / MANIFEST}")
+    if outcome.exit_code:
+        console.print("Rerun the same command to go on: finished runs are skipped, unfinished ones resume, "
+                      "failed ones run again.")

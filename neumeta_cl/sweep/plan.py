@@ -37,7 +37,7 @@ from neumeta_cl.paths import config_dir, experiments_dir
 
 SPEC_KEYS = {"name", "description", "overrides", "axes", "strategies", "variants", "seeds", "exclude", "table",
              "quick", "reference"}
-QUICK_KEYS = {"overrides", "axes", "seeds"}
+QUICK_KEYS = {"overrides", "axes", "seeds", "description"}
 
 
 @dataclass(frozen=True)
@@ -231,7 +231,8 @@ def quick_variant(spec: SweepSpec) -> SweepSpec:
     for name, values in quick_axes.items():
         axes[name] = _axis(name, values)
     return SweepSpec(name=f"{spec.name}-quick", overrides=[*spec.overrides, *map(_text, spec.quick.get("overrides") or [])],
-                     axes=list(axes.values()), exclude=spec.exclude, description=spec.description, table=spec.table,
+                     axes=list(axes.values()), exclude=spec.exclude,
+                     description=spec.quick.get("description") or spec.description, table=spec.table,
                      quick=None, reference=None, source=spec.source)
 
 

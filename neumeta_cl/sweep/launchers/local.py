@@ -14,24 +14,37 @@ import os
 import signal
 from multiprocessing.connection import wait
 
+from neumeta_cl.errors import RunInterrupted
 from neumeta_cl.sweep.job import JobResult, JobSpec, run_job
 
 
+def _stop_here(signum, frame) -> None:
+    # Outside a run (idle, or loading a job's config) a stop signal ends what the worker is doing;
+    # inside a run the run's own GracefulStop handles it and stops at a safe point.
+    raise RunInterrupted(signum)
+
+
 def _worker(conn) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the pool decides
     os.environ.setdefault("WANDB_SILENT", "true")
+    stops = {signal.SIGTERM, signal.SIGINT}
+    for s in stops:
+        signal.signal(s, _stop_here)
     while True:
         try:
             spec = conn.recv()
-        except (EOFError, OSError):
+        except (EOFError, OSError, RunInterrupted):
             return
         if spec is None:
             return
-        # A run's own GracefulStop turns SIGINT/SIGTERM into an orderly stop while it runs.
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        result = run_job(spec)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        conn.send(result)
+        try:
+            result = run_job(spec)
+        except RunInterrupted as e:
+            result = JobResult(spec.index, "interrupted", reason=str(e), exit_code=e.exit_code, log=spec.log)
+        signal.pthread_sigmask(signal.SIG_BLOCK, stops)  # the result must reach the pool whole
+        try:
+            conn.send(result)
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, stops)
 
 
 class _Worker:

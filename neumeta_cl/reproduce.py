@@ -1,0 +1,106 @@
+"""``neumeta-cl reproduce TABLE``: run the committed sweep behind a README table and print the table.
+
+With ``--check`` each mean is compared with the reference numbers committed from the run that made
+the README (``experiments/reference/<name>.json``): a cell passes when it is within ``tolerance``
+reference standard deviations of the reference mean, or within ``floor`` when the reference has
+one seed or no spread (float sums differ between CPUs, so bitwise equality is not the test).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+from pathlib import Path
+
+from neumeta_cl.errors import UserError
+from neumeta_cl.experiment import load_experiment, run_experiment
+from neumeta_cl.paths import experiments_dir
+from neumeta_cl.report import table as tables
+from neumeta_cl.report.stats import within
+from neumeta_cl.sweep.plan import quick_variant
+from neumeta_cl.tracking.atomic import write_json_atomic
+from neumeta_cl.tracking.provenance import git_commit
+
+TOLERANCE_STD = 2.0  # a mean within 2 reference stds
+FLOOR = 0.01  # ... or within 0.01 (1 accuracy point) when the reference has no spread
+
+
+def reference_path(name: str) -> Path:
+    return experiments_dir() / "reference" / f"{name}.json"
+
+
+def reference_of(table: tables.Table, command: str) -> dict:
+    cells = []
+    for (row, col, metric), c in table.cells.items():
+        cells.append({"row": "/".join(row), "col": "/".join(col), "metric": metric, "mean": c.mean,
+                      "std": None if math.isnan(c.std) else c.std, "n": c.n})
+    return {"command": command, "git": git_commit(), "made": _dt.date.today().isoformat(),
+            "tolerance_std": TOLERANCE_STD, "floor": FLOOR, "metrics": table.metrics, "cells": cells}
+
+
+def check(table: tables.Table, reference: dict, tolerance: float | None = None) -> list[dict]:
+    """One verdict per reference cell: ours, the reference, the allowed distance, and yes/no."""
+    tol = reference.get("tolerance_std", TOLERANCE_STD) if tolerance is None else tolerance
+    floor = reference.get("floor", FLOOR)
+    ours = {("/".join(r), "/".join(c), m): cell for (r, c, m), cell in table.cells.items()}
+    verdicts = []
+    for ref in reference["cells"]:
+        cell = ours.get((ref["row"], ref["col"], ref["metric"]))
+        std = ref["std"] if ref["std"] is not None else math.nan
+        ok = cell is not None and within(cell.mean, ref["mean"], std, tol, floor)
+        verdicts.append({**ref, "ours": None if cell is None else cell.mean,
+                         "allowed": max(tol * (0.0 if math.isnan(std) else std), floor), "ok": ok})
+    return verdicts
+
+
+def _check_table(verdicts: list[dict]):
+    from rich.table import Table
+
+    t = Table(title="check against the committed reference")
+    for col in ("row", "col", "metric", "reference", "ours", "allowed ±", "ok"):
+        t.add_column(col, justify="left" if col in ("row", "col", "metric") else "right")
+    for v in verdicts:
+        ref = f"{v['mean']:.4f}" + (f" ± {v['std']:.4f}" if v["std"] is not None else "")
+        t.add_row(v["row"], v["col"] or "-", v["metric"], ref, "-" if v["ours"] is None else f"{v['ours']:.4f}",
+                  f"{v['allowed']:.4f}", "[green]yes[/]" if v["ok"] else "[red]no[/]")
+    return t
+
+
+def reproduce(name: str, quick: bool = False, check_reference: bool = False, launcher: list[str] | None = None,
+              out_root: str = "runs", tolerance: float | None = None, write_reference: bool = False) -> int:
+    from neumeta_cl.sweep.progress import stderr_console
+
+    spec = load_experiment(name)
+    if quick:
+        spec = quick_variant(spec)
+    console = tables.console()
+    command = f"neumeta-cl reproduce {name}" + (" --quick" if quick else "")
+    res = run_experiment(spec, ["train.progress_bar=false"], out_root, launcher=launcher, console=stderr_console(),
+                         command=command.split(), raise_on_failure=False)
+    from neumeta_cl.sweep.controller import print_summary
+
+    print_summary(res.sweep, stderr_console())
+    console.print(tables.rich_table(res.table))
+    for line in tables.left_out_lines(res.table):
+        console.print(line)
+    for fmt, ext in (("markdown", "md"), ("latex", "tex"), ("csv", "csv")):
+        (res.out_dir / f"table.{ext}").write_text(tables.FORMATS[fmt](res.table) + "\n")
+    console.print(f"table: {res.out_dir / 'table.md'} (also .tex, .csv)")
+    code = res.sweep.exit_code
+    ref_path = reference_path(spec.name)
+    if write_reference:
+        if code:
+            raise UserError(f"Not every run finished (see {res.out_dir / 'sweep.json'}); a reference needs them all.")
+        write_json_atomic(ref_path, reference_of(res.table, command))
+        console.print(f"reference written: {ref_path}")
+    if check_reference:
+        if not ref_path.exists():
+            raise UserError(f"No reference numbers for '{spec.name}' ({ref_path}); run without --check.")
+        verdicts = check(res.table, json.loads(ref_path.read_text()), tolerance)
+        console.print(_check_table(verdicts))
+        misses = sum(not v["ok"] for v in verdicts)
+        console.print(f"check: {len(verdicts) - misses} of {len(verdicts)} cells agree with {ref_path}"
+                      + ("" if not misses else f"; {misses} do not"))
+        code = code or (1 if misses else 0)
+    return code
