@@ -58,7 +58,7 @@ class SweepOutcome:
 def run_overrides(job: Job, sweep_dir: Path, sweep_name: str) -> list[str]:
     """What the sweep adds to a job's overrides: its folder, name, W&B group and tags, no progress bars."""
     tags = ",".join(f"{k}-{v}" if k != "seed" else f"s{v}" for k, v in job.labels.items())
-    return [*job.overrides, f"output_dir={sweep_dir}", f"run_name={job.run_name}", f"logger.group={sweep_name}",
+    return [*job.overrides, f"output_dir={sweep_dir}", f"run_name='{job.run_name}'", f"logger.group={sweep_name}",
             f"logger.tags=[{tags}]", "train.progress_bar=false"]
 
 

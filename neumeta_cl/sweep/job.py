@@ -45,6 +45,8 @@ class JobResult:
     log: str | None = None
     acc: float | None = None
     pid: int | None = None
+    started: float | None = None  # wall clock (time.time()) when the job started and ended
+    ended: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -78,7 +80,7 @@ def run_job(spec: JobSpec) -> JobResult:
     from neumeta_cl.tracking.run_folder import RunInUse
 
     start = time.perf_counter()
-    result = JobResult(spec.index, "failed", log=spec.log, pid=os.getpid())
+    result = JobResult(spec.index, "failed", log=spec.log, pid=os.getpid(), started=time.time())
     with output_to(Path(spec.log)) as log:
         print(f"== {spec.label} (pid {os.getpid()}): neumeta-cl run {' '.join(spec.overrides)}", flush=True)
         try:
@@ -104,6 +106,7 @@ def run_job(spec: JobSpec) -> JobResult:
             result.results = _results_path(spec)
         print(f"== {result.status}" + (f": {result.reason}" if result.reason else ""), flush=True)
     result.seconds = time.perf_counter() - start
+    result.ended = time.time()
     return result
 
 

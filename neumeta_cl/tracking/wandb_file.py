@@ -52,6 +52,8 @@ class WandbRunFile:
     summary: dict = field(default_factory=dict)
     config: dict = field(default_factory=dict)
     exit_code: int | None = None
+    group: str | None = None
+    tags: list[str] = field(default_factory=list)
 
 
 def _merge(items) -> dict:
@@ -67,7 +69,7 @@ def _merge(items) -> dict:
 
 
 def read_run(run_dir: Path) -> WandbRunFile:
-    """Parse history rows, summary, config and exit code of the run in ``run_dir``."""
+    """Parse history rows, summary, config, exit code, group and tags of the run in ``run_dir``."""
     from wandb.proto import wandb_internal_pb2 as pb
 
     files = sorted(Path(run_dir).glob("*.wandb"))
@@ -86,6 +88,8 @@ def read_run(run_dir: Path) -> WandbRunFile:
             out.config.update(_merge(rec.config.update))
         elif kind == "run":
             out.config.update(_merge(rec.run.config.update))
+            out.group = rec.run.run_group or out.group
+            out.tags = list(rec.run.tags) or out.tags
         elif kind == "exit":
             out.exit_code = rec.exit.exit_code
     return out
