@@ -52,7 +52,7 @@ def kill_mid_run(sweep_dir: Path, sig: int = signal.SIGKILL, after: int = 1, tim
     """Wait for a run of the sweep to finish ``after`` experiences (not all), then send ``sig`` to its process."""
     def midway():
         for results in sweep_dir.rglob("results.json"):
-            if after <= experiences_done(results) < 5 and (results.parent / ".lock").exists():
+            if after <= experiences_done(results) < 5 and (results.parent / "checkpoint.pt").exists():
                 return results.parent
         return None
 

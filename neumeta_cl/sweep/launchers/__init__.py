@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from neumeta_cl.errors import ConfigError
 from neumeta_cl.paths import config_dir
@@ -41,7 +41,11 @@ def load_launcher_config(overrides: list[str]) -> DictConfig:
             raise ConfigError(f"Unknown key launcher.{key} for launcher={name}; valid keys are: "
                               f"{', '.join(k for k in cfg if k != 'name')}.")
         try:
-            cfg.merge_with_dotlist([item])
+            if isinstance(cfg[key], DictConfig):  # an open mapping (slurm's `additional`): any sbatch key
+                with open_dict(cfg):
+                    cfg.merge_with_dotlist([item])
+            else:
+                cfg.merge_with_dotlist([item])
         except Exception as e:
             raise ConfigError(f"Invalid launcher.{item}: {str(e).splitlines()[0]}.") from None
     return cfg
@@ -91,7 +95,7 @@ def build_launcher(cfg: DictConfig, sweep_dir: Path):
                   "slurm_partition": cfg.partition,
                   "slurm_additional_parameters": OmegaConf.to_container(cfg.additional)}
         if cfg.cluster == "local":  # submitit's local executor takes none of the sbatch parameters
-            params = {"timeout_min": cfg.time_min, "local_signal_delay_s": cfg.signal_delay_s}
+            params = {"timeout_min": cfg.time_min}
         elif cfg.partition is None:
             params.pop("slurm_partition")
         return SlurmLauncher(sweep_dir / "submitit", cfg.cluster, params), cfg.cpus_per_task
