@@ -91,12 +91,12 @@ def build_launcher(cfg: DictConfig, sweep_dir: Path):
             _positive_int(cfg, key, allow_none=False)
         params = {"timeout_min": cfg.time_min, "mem_gb": cfg.mem_gb, "cpus_per_task": cfg.cpus_per_task,
                   "gpus_per_node": cfg.gpus_per_node, "slurm_array_parallelism": cfg.array_parallelism,
-                  "slurm_signal_delay_s": cfg.signal_delay_s, "slurm_max_num_timeout": cfg.max_requeues,
+                  "slurm_signal_delay_s": cfg.signal_delay_s,
                   "slurm_partition": cfg.partition,
                   "slurm_additional_parameters": OmegaConf.to_container(cfg.additional)}
         if cfg.cluster == "local":  # submitit's local executor takes none of the sbatch parameters
             params = {"timeout_min": cfg.time_min}
         elif cfg.partition is None:
             params.pop("slurm_partition")
-        return SlurmLauncher(sweep_dir / "submitit", cfg.cluster, params), cfg.cpus_per_task
+        return SlurmLauncher(sweep_dir / "submitit", cfg.cluster, params, max_requeues=cfg.max_requeues), cfg.cpus_per_task
     raise ConfigError(f"Unknown launcher '{cfg.name}'; valid launchers are: {', '.join(launcher_choices())}.")

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import submitit
 
+from neumeta_cl.errors import ConfigError
 from neumeta_cl.sweep.job import JobResult, JobSpec, run_job
 
 
@@ -29,12 +30,19 @@ class RunTask(submitit.helpers.Checkpointable):
 class SlurmLauncher:
     name = "slurm"
 
-    def __init__(self, folder: Path, cluster: str | None, parameters: dict, poll_s: float = 1.0):
+    def __init__(self, folder: Path, cluster: str | None, parameters: dict, max_requeues: int = 3, poll_s: float = 1.0):
         self.folder, self.cluster, self.parameters, self.poll_s = Path(folder), cluster, parameters, poll_s
+        self.max_requeues = max_requeues
         self.submitted: list = []  # the submitit jobs, for whoever wants to look (the tests)
 
     def executor(self) -> submitit.AutoExecutor:
-        ex = submitit.AutoExecutor(folder=self.folder / "%j", cluster=self.cluster)
+        # Time-outs requeue at most max_requeues times (a SLURM executor setting; preemptions always requeue).
+        try:
+            ex = submitit.AutoExecutor(folder=self.folder / "%j", cluster=self.cluster,
+                                       slurm_max_num_timeout=self.max_requeues)
+        except RuntimeError as e:  # submitit's "Could not detect srun": no SLURM here
+            raise ConfigError(f"launcher=slurm cannot submit from this machine ({e}); run it on a SLURM login node, "
+                              "or use launcher.cluster=local to run the array here.") from None
         ex.update_parameters(**self.parameters)
         return ex
 
