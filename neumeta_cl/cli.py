@@ -77,6 +77,8 @@ def _parser() -> argparse.ArgumentParser:
     pl_.add_argument("--by", default="strategy", help="the key whose values get one line or panel each (default: strategy)")
     pl_.add_argument("--kinds", default="heatmap,stream,size,width", help="comma-separated: heatmap, stream, size, width")
     pl_.add_argument("--out", default="plots", help="folder for the PNG and PDF files (default: plots)")
+    pl_.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",
+                     help="only runs whose KEY (a sweep axis or config key) is VALUE; repeatable")
     pl_.add_argument("--wandb", action="store_true", help="also log the plots to each run's W&B run as images")
     sy = sub.add_parser("sync", help="upload a sweep's offline W&B runs", formatter_class=fmt)
     sy.add_argument("paths", nargs="+", help="sweep or run folders")
@@ -224,7 +226,15 @@ def _cmd_plot(args) -> int:
     from neumeta_cl.report.runs import find_runs
 
     kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
-    written = plot_all(find_runs(args.paths), args.by, kinds, args.out, log_wandb=args.wandb)
+    runs = find_runs(args.paths)
+    for cond in args.where:
+        key, sep, value = cond.partition("=")
+        if not sep:
+            raise UserError(f"--where takes KEY=VALUE, got {cond!r}.")
+        runs = [r for r in runs if r.value(key) == value]
+    if not runs:
+        raise UserError(f"No runs match {' and '.join(args.where)}.")
+    written = plot_all(runs, args.by, kinds, args.out, log_wandb=args.wandb)
     for path in written:
         print(path)
     return 0

@@ -129,6 +129,7 @@ class ExperienceRecord:
     stability: dict | None
     parameters: int
     widths: list[int]
+    flops: int | None = None  # FLOPs of a 1-sample forward of the net after this experience (morph.report)
     # -- the strategy (Strategy.report) -----------------------------------------------------
     strategy: dict = field(default_factory=dict)
     # -- morph plugins (scheduled and policy morphs), in the order they ran -------------------

@@ -17,6 +17,7 @@ import torch
 
 from neumeta_cl.data import ExperienceDataModule, TensorExperience, TensorStream
 from neumeta_cl.metrics import learning_curve_area, steps_to_fraction
+from neumeta_cl.morph.report import flops_per_sample
 from neumeta_cl.protocol import ExperienceRecord, Plugin, load_state_of, state_of
 from neumeta_cl.runner.checkpoint import rng_state, set_rng_state
 from neumeta_cl.runner.evaluation import accuracy_row
@@ -125,6 +126,13 @@ class ContinualRunner:
         load_state_of(self.plugins, state["plugins"])
 
     # -- the loop ----------------------------------------------------------------------------------
+    def _flops(self, task: int) -> int | None:
+        """FLOPs per sample of the net as it stands (a zero input: no random numbers are drawn)."""
+        try:
+            return flops_per_sample(self.net, self.stream.input_shape, task)
+        except Exception:  # a net FlopCounterMode cannot trace: the record says unknown
+            return None
+
     def run(self, resume: dict | None = None) -> RunOutcome:
         """Run every experience, or, given a checkpoint's state, the ones after it."""
         out = self.outcome
@@ -202,7 +210,7 @@ class ContinualRunner:
             curve={"steps": curve_steps, "accuracy": curve_accs, "seconds": curve_secs},
             stability=stability.summary() if stability else None,
             parameters=sum(p.numel() for p in self.net.parameters()), widths=list(getattr(self.net, "widths", [])),
-            strategy=report.to_dict(), strategy_morphs=list(report.morphs),
+            flops=self._flops(train.task_label), strategy=report.to_dict(), strategy_morphs=list(report.morphs),
         )
         # The row, the plugins' records and the checkpoint go together: a signal waits for all three.
         with self.stop.critical():
