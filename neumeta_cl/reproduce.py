@@ -72,10 +72,14 @@ def reproduce(name: str, quick: bool = False, check_reference: bool = False, lau
     from neumeta_cl.sweep.progress import stderr_console
 
     spec = load_experiment(name)
-    if quick:
-        spec = quick_variant(spec)
     console = tables.console()
     command = f"neumeta-cl reproduce {name}" + (" --quick" if quick else "")
+    if spec.study:
+        made, code = _study(spec, quick, out_root, console)
+        return _verify(made, code, spec.name + ("-quick" if quick else ""), command, check_reference, tolerance,
+                       write_reference, console)
+    if quick:
+        spec = quick_variant(spec)
     res = run_experiment(spec, ["train.progress_bar=false"], out_root, launcher=launcher, console=stderr_console(),
                          command=command.split(), raise_on_failure=False)
     from neumeta_cl.sweep.controller import print_summary
@@ -87,17 +91,39 @@ def reproduce(name: str, quick: bool = False, check_reference: bool = False, lau
     for fmt, ext in (("markdown", "md"), ("latex", "tex"), ("csv", "csv")):
         (res.out_dir / f"table.{ext}").write_text(tables.FORMATS[fmt](res.table) + "\n")
     console.print(f"table: {res.out_dir / 'table.md'} (also .tex, .csv)")
-    code = res.sweep.exit_code
-    ref_path = reference_path(spec.name)
+    return _verify(res.table, res.sweep.exit_code, spec.name, command, check_reference, tolerance, write_reference,
+                   console)
+
+
+def _study(spec, quick: bool, out_root: str, console) -> tuple[tables.Table, int]:
+    """A table a study makes itself (``neumeta_widths``: NeuMeta against individually trained networks)."""
+    import importlib
+
+    study = importlib.import_module(f"neumeta_cl.studies.{spec.study}")
+    saved, out = study.run_seeds(out_root=out_root, quick=quick)
+    figs = study.summarise(saved)
+    console.print(study.render(figs))
+    console.print(f"results: {out}")
+    made = tables.Table(["width"], [], ["acc"], cols=[()], title=spec.description)
+    for f, row in sorted(figs["rows"].items(), key=lambda kv: float(kv[0])):
+        made.rows.append((f,))
+        made.cells[((f,), (), "acc")] = tables.Cell(row["ours"], row["ours_std"] if figs["seeds"] > 1 else math.nan,
+                                                    figs["seeds"])
+    return made, 0
+
+
+def _verify(made: tables.Table, code: int, name: str, command: str, check_reference: bool, tolerance: float | None,
+            write_reference: bool, console) -> int:
+    ref_path = reference_path(name)
     if write_reference:
         if code:
-            raise UserError(f"Not every run finished (see {res.out_dir / 'sweep.json'}); a reference needs them all.")
-        write_json_atomic(ref_path, reference_of(res.table, command))
+            raise UserError("Not every run finished; a reference needs them all (rerun to resume them).")
+        write_json_atomic(ref_path, reference_of(made, command))
         console.print(f"reference written: {ref_path}")
     if check_reference:
         if not ref_path.exists():
-            raise UserError(f"No reference numbers for '{spec.name}' ({ref_path}); run without --check.")
-        verdicts = check(res.table, json.loads(ref_path.read_text()), tolerance)
+            raise UserError(f"No reference numbers for '{name}' ({ref_path}); run without --check.")
+        verdicts = check(made, json.loads(ref_path.read_text()), tolerance)
         console.print(_check_table(verdicts))
         misses = sum(not v["ok"] for v in verdicts)
         console.print(f"check: {len(verdicts) - misses} of {len(verdicts)} cells agree with {ref_path}"

@@ -12,12 +12,14 @@ is the command line.
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 
 import numpy as np
 
 from neumeta_cl.errors import ConfigError
+from neumeta_cl.report.stats import mean_std
 
 QUICK = ["benchmark=split_digits", "model.channels=[8,16]", "train.epochs=6", "train.batch_size=32", "train.lr=0.003",
          "strategy.teacher_epochs=2", "strategy.recon_steps=100", "strategy.hidden=64", "strategy.task_dim=16",
@@ -73,6 +75,12 @@ def width_matrix(result: dict, fraction: float) -> np.ndarray:
     return R
 
 
+def _std(values) -> float:
+    """Sample std (ddof=1, report.stats); 0.0 for one seed so the JSON line stays plain numbers."""
+    std = mean_std(values)[1]
+    return 0.0 if math.isnan(std) else std
+
+
 def figures(results: list[dict], individuals: list[dict], seconds_per_seed: list[float]) -> dict:
     """The experiment's numbers from each seed's results.json and its individually trained networks."""
     from neumeta_cl.metrics import backward_transfer
@@ -86,8 +94,8 @@ def figures(results: list[dict], individuals: list[dict], seconds_per_seed: list
         ind = [float(np.mean(i["accuracy"][k])) for i in individuals]
         rows[f] = {"widths": sweeps[0][f]["widths"], "unseen": sweeps[0][f]["unseen"],
                    "params": int(np.mean(individuals[0]["params"][k])),
-                   "ours": float(np.mean(ours)), "ours_std": float(np.std(ours)),
-                   "individual": float(np.mean(ind)), "individual_std": float(np.std(ind)),
+                   "ours": mean_std(ours)[0], "ours_std": _std(ours),
+                   "individual": mean_std(ind)[0], "individual_std": _std(ind),
                    "bwt": float(np.mean([backward_transfer(width_matrix(r, f)) for r in results])),
                    "gen_ms": float(np.median([sweep[f]["gen_ms"] for sweep in sweeps]))}
     full = rows[1.0]
@@ -129,7 +137,7 @@ def figures(results: list[dict], individuals: list[dict], seconds_per_seed: list
 def render(figs: dict):
     from rich.table import Table
 
-    table = Table(title=f"NeuMeta at any width · {figs['stream']} · mean ± std over {figs['seeds']} seed(s) "
+    table = Table(title=f"NeuMeta at any width · {figs['stream']} · mean ± sample std (ddof=1) over {figs['seeds']} seed(s) "
                         "(accuracy on every task after the whole stream)")
     for col in ("width", "channels", "params / net", "NeuMeta", "individual", "gap (pts)", "BWT", "gen ms"):
         table.add_column(col, justify="right")

@@ -91,15 +91,22 @@ def run_sweep(spec: SweepSpec, extra: list[str] | None = None, launcher_override
               out_root: str | Path = "runs", console=None, command: list[str] | None = None) -> SweepOutcome:
     """Validate the whole plan (a ``ConfigError`` lists every bad run), then run what is not finished."""
     console = console or stderr_console()
-    with _Stop() as stop:  # a signal while planning stops the sweep once the plan is made, before any run
-        return _run_sweep(spec, extra, launcher_overrides, Path(out_root), console, command, stop)
-
-
-def _run_sweep(spec, extra, launcher_overrides, out_root: Path, console, command, stop: _Stop) -> SweepOutcome:
-    sweep_dir = out_root / spec.name
+    sweep_dir = Path(out_root) / spec.name
     launcher_cfg = load_launcher_config(list(launcher_overrides or []))
     launcher, default_threads = build_launcher(launcher_cfg, sweep_dir)
+    try:
+        with _Stop() as stop:  # a signal while planning stops the sweep once the plan is made, before any run
+            return _run_sweep(spec, extra, sweep_dir, launcher_cfg, launcher, default_threads, console, command, stop)
+    finally:
+        if hasattr(launcher, "close"):
+            launcher.close()
+
+
+def _run_sweep(spec, extra, sweep_dir: Path, launcher_cfg, launcher, default_threads: int, console, command,
+               stop: _Stop) -> SweepOutcome:
     jobs = expand(spec, list(extra or []))
+    if hasattr(launcher, "prepare"):
+        launcher.prepare(len(jobs))
     planned = validate(jobs, lambda job: run_overrides(job, sweep_dir, spec.name))
     outcome = SweepOutcome(spec.name, sweep_dir, planned)
     sweep_dir.mkdir(parents=True, exist_ok=True)

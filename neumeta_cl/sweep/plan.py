@@ -36,7 +36,7 @@ from neumeta_cl.errors import ConfigError
 from neumeta_cl.paths import config_dir, experiments_dir
 
 SPEC_KEYS = {"name", "description", "overrides", "axes", "strategies", "variants", "seeds", "exclude", "table",
-             "quick", "reference"}
+             "quick", "reference", "study"}
 QUICK_KEYS = {"overrides", "axes", "seeds", "description"}
 
 
@@ -64,6 +64,7 @@ class SweepSpec:
     quick: dict | None = None
     reference: str | None = None  # a JSON file of reference numbers (``neumeta-cl reproduce --check``)
     source: Path | None = None
+    study: str | None = None  # a module of neumeta_cl.studies that makes this table itself (with baselines)
 
     def axis(self, name: str) -> Axis:
         for a in self.axes:
@@ -217,7 +218,7 @@ def spec_from_dict(raw: dict, path: Path | None = None) -> SweepSpec:
     return SweepSpec(name=str(name), overrides=[_text(o) for o in raw.get("overrides") or []],
                      axes=[_axis(k, v) for k, v in axes_raw.items()], exclude=list(raw.get("exclude") or []),
                      description=raw.get("description"), table=raw.get("table"), quick=raw.get("quick"),
-                     reference=raw.get("reference"), source=path)
+                     reference=raw.get("reference"), source=path, study=raw.get("study"))
 
 
 def quick_variant(spec: SweepSpec) -> SweepSpec:

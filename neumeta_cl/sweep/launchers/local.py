@@ -24,11 +24,22 @@ def _stop_here(signum, frame) -> None:
     raise RunInterrupted(signum)
 
 
+def _warm_up() -> None:
+    """Import what every run needs while the pool waits for its first job (seconds per process)."""
+    import avalanche.benchmarks  # noqa: F401  (stream definitions; the slowest import)
+
+    import neumeta_cl.run  # noqa: F401
+
+
 def _worker(conn) -> None:
     os.environ.setdefault("WANDB_SILENT", "true")
     stops = {signal.SIGTERM, signal.SIGINT}
     for s in stops:
         signal.signal(s, _stop_here)
+    try:
+        _warm_up()
+    except RunInterrupted:
+        return
     while True:
         try:
             spec = conn.recv()
@@ -64,6 +75,12 @@ class LocalLauncher:
     def __init__(self, workers: int, cores: int):
         self.workers = max(1, int(workers))
         self.cores = max(1, int(cores))
+        self._pool: list[_Worker] = []
+
+    def prepare(self, n_jobs: int) -> None:
+        """Start the workers now, so their imports overlap the sweep's planning."""
+        ctx = mp.get_context("spawn")
+        self._pool = [_Worker(ctx) for _ in range(min(self.workers, n_jobs))]
 
     def run(self, jobs: list[tuple[JobSpec, int]], on_start, on_done, stop) -> None:
         """Run ``(spec, threads)`` jobs; calls ``on_start(spec)`` and ``on_done(result)`` as they go.
@@ -73,7 +90,8 @@ class LocalLauncher:
         """
         ctx = mp.get_context("spawn")  # fork would copy the parent's torch threads and locks
         pending = list(jobs)
-        pool = [_Worker(ctx) for _ in range(min(self.workers, len(jobs)))]
+        pool = self._pool or [_Worker(ctx) for _ in range(min(self.workers, len(jobs)))]
+        self._pool = []
         stopping = None
         try:
             while pending or any(w.job for w in pool):
@@ -103,15 +121,12 @@ class LocalLauncher:
                         on_done(_died(spec, w.process.exitcode))
                         pool[pool.index(w)] = _Worker(ctx)
         finally:
-            for w in pool:
-                try:
-                    w.conn.send(None)
-                except (BrokenPipeError, OSError):
-                    pass
-            for w in pool:
-                w.process.join(timeout=5)
-                if w.process.is_alive():
-                    w.process.kill()
+            _shut_down(pool)
+
+    def close(self) -> None:
+        """Stop workers started by ``prepare`` that never got a job."""
+        _shut_down(self._pool)
+        self._pool = []
 
     def _dispatch(self, pool: list[_Worker], pending: list, on_start) -> None:
         idle = [w for w in pool if not w.job]
@@ -129,6 +144,18 @@ class LocalLauncher:
             used += threads
             w.conn.send(spec)
             on_start(spec)
+
+
+def _shut_down(pool: list[_Worker]) -> None:
+    for w in pool:
+        try:
+            w.conn.send(None)
+        except (BrokenPipeError, OSError):
+            pass
+    for w in pool:
+        w.process.join(timeout=5)
+        if w.process.is_alive():
+            w.process.kill()
 
 
 def _died(spec: JobSpec, exitcode: int | None) -> JobResult:

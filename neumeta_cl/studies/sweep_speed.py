@@ -1,0 +1,71 @@
+"""What a launcher buys: one sweep of short digits runs, sequentially in one process and through launchers.
+
+``speedup = T_sequential / T_launcher`` (wall seconds of the same runs, in the same process tree, one
+after the other). A launcher's overhead per run is the wall time it adds over a perfect split of the
+sequential work on its ``p`` parallel slots, per run a slot carries:
+``overhead_s_per_run = (T_launcher - T_sequential / p) / (n_runs / p)``.
+The sequential time counts only the runs (the process's imports are paid before timing), so the
+launcher's worker start-up and imports count as its overhead.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+RUNS = ["benchmark=split_digits", "train.epochs=20", "logger.mode=disabled", "metrics.curve_every_n_steps=0",
+        "train.threads=1"]
+AXES = ["strategy=naive,ewc,replay,lwf", "seed=0,1"]  # 8 runs
+
+
+def _fresh(path: Path) -> Path:
+    shutil.rmtree(path, ignore_errors=True)
+    return path
+
+
+def sequential(out: Path) -> float:
+    from neumeta_cl.config import load
+    from neumeta_cl.run import run_continual
+    from neumeta_cl.sweep.plan import expand, from_multirun
+
+    jobs = expand(from_multirun([*RUNS, *AXES]))
+    cfgs = [load([*j.overrides, f"output_dir={out}", f"run_name='{j.run_name}'", "train.progress_bar=false"]) for j in jobs]
+    start = time.perf_counter()
+    for cfg in cfgs:
+        run_continual(cfg)
+    return time.perf_counter() - start
+
+
+def through(launcher: list[str], out: Path) -> float:
+    from neumeta_cl.sweep.controller import run_sweep
+    from neumeta_cl.sweep.plan import from_multirun
+
+    start = time.perf_counter()
+    outcome = run_sweep(from_multirun([*RUNS, *AXES]), launcher_overrides=launcher, out_root=out)
+    seconds = time.perf_counter() - start
+    if outcome.exit_code:
+        raise RuntimeError(f"the sweep through {launcher} did not finish: {[r.reason for r in outcome.failed]}")
+    return seconds
+
+
+def measure(out_root: str | Path = "/tmp/neumeta_cl_bench_sweep", workers: int = 2) -> dict:
+    import ray
+
+    out_root = Path(out_root)
+    n = 8
+    t_seq = sequential(_fresh(out_root / "sequential"))
+    t_local = through(["launcher=local", f"launcher.workers={workers}"], _fresh(out_root / "local"))
+    ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        t_ray = through(["launcher=ray", "launcher.cpus_per_run=1"], _fresh(out_root / "ray"))
+    finally:
+        ray.shutdown()
+
+    def overhead(t: float) -> float:
+        return (t - t_seq / workers) / (n / workers)
+
+    return {"runs": n, "workers": workers, "sequential_s": round(t_seq, 2), "local_s": round(t_local, 2),
+            "ray_s": round(t_ray, 2), "speedup_local": round(t_seq / t_local, 3), "speedup_ray": round(t_seq / t_ray, 3),
+            "overhead_s_per_run_local": round(overhead(t_local), 2), "overhead_s_per_run_ray": round(overhead(t_ray), 2),
+            "targets": {"speedup_local": 1.7, "speedup_ray": 1.5}}
