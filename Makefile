@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-slow data bench compare bench-morph morph-vs-fixed neumeta-widths install clean
+.PHONY: run test test-slow data bench compare bench-morph bench-sweep reproduce-quick morph-vs-fixed neumeta-widths install clean
 
 install: $(STAMP)
 
@@ -34,6 +34,12 @@ compare: $(STAMP) data
 
 bench-morph: $(STAMP) data
 	$(BIN)/python scripts/bench_morph.py
+
+bench-sweep: $(STAMP) data
+	$(BIN)/python scripts/bench_sweep.py
+
+reproduce-quick: $(STAMP) data
+	$(BIN)/neumeta-cl reproduce table1 --quick --check
 
 morph-vs-fixed: $(STAMP) data
 	$(BIN)/python scripts/morph_vs_fixed.py

@@ -140,24 +140,23 @@ def _seeds(text: str | None) -> list[int] | None:
         raise UserError(f"--seeds must be integers such as 0,1,2 or range(5), got {text!r}.") from None
 
 
-def _sweep(spec, extra, launcher, out, table_rows=None, print_table=False) -> int:
+def _sweep(spec, extra, launcher, out, table_rows=None) -> int:
+    """Run a sweep, print its summary and its table (rows: its table spec, else ``table_rows``)."""
+    from neumeta_cl.experiment import run_experiment
     from neumeta_cl.report import table
-    from neumeta_cl.sweep.controller import print_summary, run_sweep
+    from neumeta_cl.sweep.controller import print_summary
     from neumeta_cl.sweep.progress import stderr_console
 
     console = table.console()
-    outcome = run_sweep(spec, extra, launcher, out, console=stderr_console(), command=sys.argv)
-    print_summary(outcome, console)
-    if print_table or table_rows:
-        from neumeta_cl.experiment import experiment_table
-
-        if table_rows is not None and not spec.table:
-            spec.table = {"rows": table_rows or ["strategy"]}
-        if any(r.status in ("done", "skipped") for r in outcome.results.values()):
-            t = experiment_table(spec, outcome)
-            console.print(table.rich_table(t))
-            _write_tables(t, outcome.sweep_dir, console)
-    return outcome.exit_code
+    if table_rows is not None and not spec.table:
+        spec.table = {"rows": table_rows or ["strategy"]}
+    res = run_experiment(spec, extra, out, launcher=launcher, console=stderr_console(), command=sys.argv,
+                         raise_on_failure=False)
+    print_summary(res.sweep, console)
+    if res.table.cells:
+        console.print(table.rich_table(res.table))
+        _write_tables(res.table, res.out_dir, console)
+    return res.sweep.exit_code
 
 
 def _write_tables(t, folder, console) -> None:
@@ -177,7 +176,7 @@ def _cmd_sweep(args, where=None) -> int:
     if (seeds := _seeds(args.seeds)):
         spec = with_seeds(spec, seeds)
     extra, launcher = split_launcher(args.overrides)
-    return _sweep(spec, extra, launcher, args.out, print_table=True)
+    return _sweep(spec, extra, launcher, args.out)
 
 
 def _cmd_experiment(args) -> int:

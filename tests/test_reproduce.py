@@ -47,7 +47,7 @@ def test_reproduce_table1_quick_matches_the_committed_reference(tmp_path, capsys
 
 
 def test_reproduce_takes_launcher_settings_only(capsys):
-    assert main(["reproduce", "table1", "--quick", "train.epochs=9"]) == 2
+    assert main(["reproduce", "table1", "train.epochs=9", "--quick"]) == 2
     assert "reproduce takes launcher settings only" in capsys.readouterr().err
     assert main(["reproduce", "tabel1"]) == 2
     assert "Unknown experiment 'tabel1'; valid experiments are:" in capsys.readouterr().err

@@ -115,6 +115,7 @@ def test_local_sweep_runs_in_parallel_groups_wandb_and_a_rerun_skips(tmp_path, c
     assert [r["results"] for r in rerun] == [r["results"] for r in runs]
 
 
+@pytest.mark.slow
 def test_runs_that_pin_more_threads_do_not_share_the_cores(tmp_path):
     from neumeta_cl.sweep.controller import run_sweep
 
@@ -140,6 +141,7 @@ def test_a_failed_run_does_not_stop_the_sweep_and_the_exit_code_says_so(tmp_path
     assert "1 done, 1 failed" in out and "Rerun the same command" in out
 
 
+@pytest.mark.slow
 def test_a_killed_worker_fails_only_its_run_and_a_rerun_resumes_it_bitwise(tmp_path):
     overrides = [*SLOW_DIGITS, "strategy=naive,ewc"]
     proc = cli("run", "-m", *overrides, "launcher.workers=2", "launcher.cores=2", "--out", str(tmp_path / "sweep"))
