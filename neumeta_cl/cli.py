@@ -132,12 +132,9 @@ def _cmd_run(args) -> int:
 def _seeds(text: str | None) -> list[int] | None:
     if not text:
         return None
-    from neumeta_cl.sweep.plan import _axis_from_values
+    from neumeta_cl.sweep.plan import seeds_of
 
-    try:
-        return [int(label) for label in _axis_from_values("seed", text).labels]
-    except ValueError:
-        raise UserError(f"--seeds must be integers such as 0,1,2 or range(5), got {text!r}.") from None
+    return seeds_of(text)
 
 
 def _sweep(spec, extra, launcher, out, table_rows=None) -> int:

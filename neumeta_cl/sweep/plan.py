@@ -122,6 +122,14 @@ def _text(value) -> str:
     return str(value)
 
 
+def seeds_of(text: str) -> list[int]:
+    """``0,1,2`` or ``range(5)`` -> the seeds (``--seeds``)."""
+    try:
+        return [int(label) for label in _axis_from_values("seed", text).labels]
+    except ValueError:
+        raise ConfigError(f"--seeds must be integers such as 0,1,2 or range(5), got {text!r}.") from None
+
+
 def _axis(name: str, values) -> Axis:
     if isinstance(values, dict):
         if not values:
