@@ -57,13 +57,13 @@ class Table:
         return self.cells.get((row, col, metric))
 
     def best(self) -> set:
-        """(row, col, metric) of the best mean in each column (every tie is bold)."""
+        """(row, col, metric) of the best mean in each column (ties too; none where all are equal)."""
         out = set()
         for col in self.cols:
             for m in self.metrics:
                 pick = METRICS.get(m, (None, None, None))[2]
                 means = {r: c.mean for r in self.rows if (c := self.cell(r, col, m)) and math.isfinite(c.mean)}
-                if pick is None or len(means) < 2:
+                if pick is None or len(set(means.values())) < 2:  # nothing to tell apart
                     continue
                 target = pick(means.values())
                 out |= {(r, col, m) for r, v in means.items() if v == target}
