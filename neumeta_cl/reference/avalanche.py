@@ -72,6 +72,7 @@ FINDINGS (measured with the script; default stream unless said otherwise)
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -185,6 +186,33 @@ def _divergence_guard():
                                f"{strategy.clock.train_exp_counter}, step {strategy.clock.train_exp_iterations}.")
 
     return DivergenceGuard()
+
+
+@contextlib.contextmanager
+def si_copies_weights():
+    """Avalanche 0.6's SI with its CPU aliasing fixed, for as long as the block runs.
+
+    ``SynapticIntelligencePlugin.extract_weights`` stores ``param.detach().cpu().flatten()``: on a
+    CUDA device that is a copy, on the CPU it is a *view of the live parameter*. Every snapshot
+    (the step's start, the experience's start, the anchor) then moves with the weights, so on the
+    CPU the path integral, Omega and the penalty are all exactly 0 and Avalanche's SI trains as
+    Naive. The fix is the copy the GPU path already makes (``.clone()``). The static methods call
+    each other through the class name, so the class attribute itself is patched (and restored).
+    """
+    from avalanche.training.plugins.synaptic_intelligence import SynapticIntelligencePlugin as SIP
+
+    original = SIP.__dict__["extract_weights"]
+
+    @torch.no_grad()
+    def extract_weights(model, target, excluded_parameters):
+        for name, param in SIP.allowed_parameters(model, excluded_parameters):
+            target[name].data = param.detach().cpu().flatten().clone()
+
+    SIP.extract_weights = staticmethod(extract_weights)
+    try:
+        yield
+    finally:
+        SIP.extract_weights = original
 
 
 def build_avalanche_strategy(name: str, model, cfg, device: str):

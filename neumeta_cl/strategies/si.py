@@ -90,7 +90,7 @@ class PathIntegral(Importance):
 
 
 class SI(ContinualModule):
-    def __init__(self, net, optim: OptimConfig, *, batch_size: int = 128, seed: int = 0, si_lambda: float = 1.0,
+    def __init__(self, net, optim: OptimConfig, *, batch_size: int = 128, seed: int = 0, si_lambda: float = 100.0,
                  eps: float = 1e-7, clip: float | None = 0.001):
         if not si_lambda > 0:
             raise ConfigError(f"strategy.si_lambda must be positive, got {si_lambda}; set it with strategy.si_lambda=<positive number>.")

@@ -1,0 +1,341 @@
+"""SI, MAS, A-GEM, ER-ACE, DER and GDumb: each part against Avalanche 0.6's own code or the paper's formula."""
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from neumeta_cl.data import TensorExperience
+from neumeta_cl.errors import ConfigError, DataError
+from neumeta_cl.nets import MLP
+from neumeta_cl.strategies import OptimConfig, ReplayBuffer, build_strategy
+from neumeta_cl.strategies.agem import agem_project
+from neumeta_cl.strategies.buffer import greedy_class_balanced
+from neumeta_cl.strategies.der import der_loss
+from neumeta_cl.strategies.er_ace import asymmetric_cross_entropy
+from neumeta_cl.strategies.mas import output_sensitivity
+from tests.conftest import Boundary, end_experience
+
+
+def _exp(index, n=60, classes=(0, 1), task=0, seed=0, dim=8):
+    g = torch.Generator().manual_seed(seed)
+    y = torch.tensor(classes).repeat(n // len(classes))
+    return TensorExperience(index=index, x=torch.randn(len(y), 1, dim, generator=g), y=y,
+                            t=torch.full_like(y, task), task_label=task, classes=list(classes))
+
+
+def _clustered(index, classes, n=60, seed=0, dim=8):
+    """Each class a Gaussian blob around its own mean: old and new classes really compete."""
+    e = _exp(index, n=n, classes=classes, seed=seed, dim=dim)
+    means = torch.randn(10, dim, generator=torch.Generator().manual_seed(99))
+    e.x = e.x + means[e.y].unsqueeze(1)
+    return e
+
+
+def train_steps(module, exp, steps: int, batch_size: int = 16, lr: float = 0.1, seed: int = 0) -> None:
+    """What ``ContinualModule.training_step`` does, without a Trainer: loss, backward, the parts'
+    after_backward, an SGD step, the parts' after_step."""
+    opt = torch.optim.SGD([p for p in module.net.parameters() if p.requires_grad], lr=lr, momentum=0.9)
+    g = torch.Generator().manual_seed(seed)
+    module.net.train()
+    for _ in range(steps):
+        idx = torch.randperm(len(exp.y), generator=g)[:batch_size]
+        loss = module.compute_loss((exp.x[idx], exp.y[idx], exp.t[idx]))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        for part in module.parts:
+            part.after_backward(module)
+        opt.step()
+        for part in module.parts:
+            part.after_step(module)
+
+
+def start_experience(module, exp) -> None:
+    run = Boundary(module, exp)
+    for part in module.parts:
+        part.before_experience(run)
+    module.before_experience(exp)
+
+
+def learn(module, exps, steps=15):
+    for exp in exps:
+        start_experience(module, exp)
+        train_steps(module, exp, steps, seed=exp.index)
+        end_experience(module, exp)
+
+
+# -- SI ----------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("fixed", [True, False], ids=["avalanche-fixed", "avalanche-as-shipped"])
+def test_si_importance_matches_avalanche_synaptic_intelligence(fixed):
+    """Our path integral and Avalanche's SynapticIntelligencePlugin follow the same SGD trajectory
+    (the same weights, gradients and steps) over two experiences: same Omega, same penalty.
+    Avalanche as shipped keeps views of the live weights on the CPU: its Omega is all zeros."""
+    import contextlib
+
+    from avalanche.training.plugins.synaptic_intelligence import SynapticIntelligencePlugin as SIP
+
+    from neumeta_cl.reference.avalanche import si_copies_weights
+
+    with si_copies_weights() if fixed else contextlib.nullcontext():
+        _si_against_avalanche(SIP, fixed)
+
+
+def _si_against_avalanche(SIP, fixed):
+    torch.manual_seed(0)
+    net = MLP((1, 8), [16], n_classes=4)
+    module = build_strategy({"name": "si", "si_lambda": 2.0}, net, OptimConfig(), 16, 0)
+    ewc_data, syn_data, excl = (dict(), dict()), {k: dict() for k in
+                                                  ("old_theta", "new_theta", "grad", "trajectory", "cum_trajectory")}, set()
+    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+    for i, exp in enumerate([_exp(0, classes=(0, 1)), _exp(1, classes=(2, 3), seed=1)]):
+        start_experience(module, exp)
+        SIP.create_syn_data(net, ewc_data, syn_data, excl)
+        SIP.init_batch(net, ewc_data, syn_data, excl)
+        g = torch.Generator().manual_seed(i)
+        for _ in range(12):
+            idx = torch.randperm(len(exp.y), generator=g)[:16]
+            SIP.pre_update(net, syn_data, excl)
+            loss = module.compute_loss((exp.x[idx], exp.y[idx], exp.t[idx]))
+            theirs = SIP.compute_ewc_loss(net, ewc_data, excl, "cpu", lambd=2.0)
+            if fixed:
+                ours = module.parts[0].loss(module, None, None, None)
+                torch.testing.assert_close(torch.as_tensor(ours).detach(), theirs.detach() if i else torch.tensor(0.0),
+                                           atol=1e-9, rtol=1e-5)
+            opt.zero_grad()
+            loss.backward()
+            for part in module.parts:
+                part.after_backward(module)
+            opt.step()
+            for part in module.parts:
+                part.after_step(module)
+            SIP.post_update(net, syn_data, excl)
+        end_experience(module, exp)
+        SIP.update_ewc_data(net, ewc_data, syn_data, 0.001, excl, 1, eps=1e-7)
+        ours, star = module.parts[0].anchors[0]
+        for name, p in net.named_parameters():
+            torch.testing.assert_close(star[name].flatten(), ewc_data[0][name].data)
+            if fixed:
+                torch.testing.assert_close(ours[name].flatten(), ewc_data[1][name].data, rtol=1e-5, atol=1e-9)
+            else:
+                assert not bool(ewc_data[1][name].data.any())
+        assert any(bool((ours[n] > 0).any()) for n in ours)
+
+
+# -- MAS ---------------------------------------------------------------------------------------------
+
+def test_mas_importance_matches_avalanche_mas():
+    from avalanche.training.plugins.mas import MASPlugin
+
+    torch.manual_seed(0)
+    net = MLP((1, 8), [16], n_classes=4)
+    exp = _exp(0, n=100, classes=(0, 1, 2, 3))
+    ours = output_sensitivity(net, exp.x, exp.t, batch_size=32)
+    strategy = SimpleNamespace(model=net, train_mb_size=32, device="cpu",
+                               optimizer=torch.optim.SGD(net.parameters(), lr=0.1),
+                               experience=SimpleNamespace(dataset=torch.utils.data.TensorDataset(exp.x, exp.y, exp.t)))
+    theirs = MASPlugin(lambda_reg=1.0, alpha=0.5)._get_importance(strategy)
+    for name, imp in theirs.items():
+        torch.testing.assert_close(ours[name], imp.data, rtol=1e-5, atol=1e-8)
+    assert sum(w.sum() for w in ours.values()) > 0
+
+
+def test_mas_merges_importances_with_alpha():
+    torch.manual_seed(0)
+    module = build_strategy({"name": "mas", "mas_lambda": 1.0, "alpha": 0.25}, MLP((1, 8), [16], n_classes=4),
+                            OptimConfig(), 16, 0)
+    e0, e1 = _exp(0, classes=(0, 1)), _exp(1, classes=(2, 3), seed=1)
+    learn(module, [e0])
+    w0 = {k: v.clone() for k, v in module.parts[0].anchors[0][0].items()}
+    learn(module, [e1])
+    w1 = output_sensitivity(module.net, e1.x, e1.t, 16)
+    for k in w0:
+        torch.testing.assert_close(module.parts[0].anchors[0][0][k], 0.25 * w0[k] + 0.75 * w1[k])
+
+
+# -- A-GEM -------------------------------------------------------------------------------------------
+
+def test_agem_projection_matches_avalanche_and_the_formula():
+    from avalanche.training.plugins.agem import AGEMPlugin
+
+    torch.manual_seed(0)
+    net = MLP((1, 8), [16], n_classes=4)
+    n = sum(p.numel() for p in net.parameters())
+    ref = torch.randn(n)
+    for g in (-ref + 0.3 * torch.randn(n), ref + 0.1 * torch.randn(n)):  # conflicting, then agreeing
+        plugin = AGEMPlugin(patterns_per_experience=10, sample_size=5)
+        plugin.buffers, plugin.reference_gradients = [None], ref
+        offset = 0
+        for p in net.parameters():
+            p.grad = g[offset: offset + p.numel()].view_as(p).clone()
+            offset += p.numel()
+        plugin.after_backward(SimpleNamespace(model=net, device="cpu"))
+        theirs = torch.cat([p.grad.reshape(-1) for p in net.parameters()])
+        ours = agem_project(g, ref)
+        torch.testing.assert_close(ours, theirs)
+        assert float(ours @ ref) >= -1e-4 * float(ref @ ref)  # never against the memory's gradient
+    assert torch.equal(agem_project(g, ref), g)  # agreeing gradients pass unchanged
+
+
+def test_agem_step_does_not_raise_the_memory_loss_to_first_order():
+    torch.manual_seed(0)
+    module = build_strategy({"name": "agem", "buffer_size": 40, "sample_size": 40}, MLP((1, 8), [16], n_classes=4),
+                            OptimConfig(), 16, 0)
+    e0, e1 = _clustered(0, (0, 1)), _clustered(1, (2, 3), seed=1)
+    learn(module, [e0], steps=3)  # learned, not memorised: the memory's loss still has a gradient
+    assert len(module.buffer) == 40
+    start_experience(module, e1)
+    x, y, t = module.buffer.data["x"], module.buffer.data["y"], module.buffer.data["t"]
+    params = list(module.net.parameters())
+    flat_ref = torch.cat([r.reshape(-1) for r in torch.autograd.grad(F.cross_entropy(module.net(x, t), y), params)])
+    conflicts = 0
+    for start in range(0, 60, 4):  # windows of the new experience; some conflict with the memory
+        for p in params:
+            p.grad = None
+        module.compute_loss((e1.x[start: start + 16], e1.y[start: start + 16], e1.t[start: start + 16])).backward()
+        g_raw = torch.cat([p.grad.reshape(-1) for p in params])
+        module.projection.after_backward(module)  # sample_size = buffer_size: the whole memory, any order
+        g = torch.cat([p.grad.reshape(-1) for p in params])
+        if float(g_raw @ flat_ref) < 0:
+            conflicts += 1
+            assert abs(float(g @ flat_ref)) < 1e-5 * float(flat_ref @ flat_ref)  # projected onto the boundary
+        else:
+            assert torch.equal(g, g_raw)
+    assert conflicts > 0 and module.projection.projected == conflicts
+
+
+# -- ER-ACE ------------------------------------------------------------------------------------------
+
+def test_asymmetric_cross_entropy_matches_avalanche_ace():
+    from avalanche.training.regularization import ACECriterion
+
+    torch.manual_seed(0)
+    z_in, z_buf = torch.randn(12, 10), torch.randn(7, 10)
+    y_in, y_buf = torch.tensor([4, 5, 4, 5, 7, 4, 5, 5, 4, 7, 4, 5]), torch.randint(0, 10, (7,))
+    torch.testing.assert_close(asymmetric_cross_entropy(z_in, y_in, z_buf, y_buf),
+                               ACECriterion()(z_in, y_in, z_buf, y_buf))
+
+
+def test_er_ace_memory_takes_the_experience_before_training_and_replays_from_the_second():
+    module = build_strategy({"name": "er_ace", "buffer_size": 20, "mem_batch_size": 5}, MLP((1, 8), [8], n_classes=4),
+                            OptimConfig(), 16, 0)
+    e0 = _exp(0, classes=(0, 1))
+    start_experience(module, e0)
+    assert len(module.buffer) == 20 and set(module.buffer.y.tolist()) == {0, 1}  # before any training
+    batch = (e0.x[:16], e0.y[:16], e0.t[:16])
+    assert len(module.training_batch(batch)[0]) == 16  # first experience: plain cross-entropy
+    end_experience(module, e0)
+    start_experience(module, _exp(1, classes=(2, 3), seed=1))
+    assert torch.bincount(module.buffer.y).tolist() == [5, 5, 5, 5]
+    x, y, t = module.training_batch(batch)
+    assert len(x) == 21
+    z = module.net(x, t)
+    torch.testing.assert_close(module.criterion(z, y, 16), asymmetric_cross_entropy(z[:16], y[:16], z[16:], y[16:]))
+
+
+# -- DER ---------------------------------------------------------------------------------------------
+
+def test_der_loss_is_avalanche_ders_sum_and_der_has_no_label_term():
+    torch.manual_seed(0)
+    z_cur, y_cur, z_mem, y_mem = torch.randn(8, 5), torch.randint(0, 5, (8,)), torch.randn(6, 5), torch.randint(0, 5, (6,))
+    stored, mask = torch.randn(6, 5), torch.ones(6, 5, dtype=torch.bool)
+    expected = (F.cross_entropy(z_cur, y_cur) + 0.3 * F.mse_loss(z_mem, stored) + 0.7 * F.cross_entropy(z_mem, y_mem))
+    torch.testing.assert_close(der_loss(z_cur, y_cur, z_mem, y_mem, stored, mask, 0.3, 0.7), expected)
+    torch.testing.assert_close(der_loss(z_cur, y_cur, z_mem, y_mem, stored, mask, 0.3, None),
+                               F.cross_entropy(z_cur, y_cur) + 0.3 * F.mse_loss(z_mem, stored))
+    mask[:, 3:] = False  # columns the stored logits do not cover are left out
+    torch.testing.assert_close(der_loss(z_cur, y_cur, z_mem, y_mem, stored, mask, 1.0, None),
+                               F.cross_entropy(z_cur, y_cur) + F.mse_loss(z_mem[:, :3], stored[:, :3]))
+
+
+def test_der_stores_the_logits_of_the_net_that_just_learned_the_experience():
+    torch.manual_seed(0)
+    module = build_strategy({"name": "der", "buffer_size": 30, "mem_batch_size": 8}, MLP((1, 8), [8], n_classes=4),
+                            OptimConfig(), 16, 0)
+    e0 = _exp(0, classes=(0, 1))
+    learn(module, [e0])
+    data = module.buffer.data
+    module.net.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(data["logits"], module.net(data["x"], data["t"]))
+    assert bool(data["mask"].all()) and len(module.buffer) == 30
+    assert float(module.criterion(module.net(data["x"][:8], data["t"][:8]), data["y"][:8], 8)) > 0
+
+
+# -- GDumb -------------------------------------------------------------------------------------------
+
+def test_greedy_sampler_balances_classes_and_keeps_arrivals_in_their_slots():
+    g = torch.Generator().manual_seed(0)
+    labels = [0] * 30 + [1] * 30
+    kept = greedy_class_balanced([], labels, 20, g)
+    # the first 20 arrivals fill the memory; then each class-1 arrival evicts a random class-0 row
+    # until the classes are even, and later arrivals of a largest class are not stored
+    assert sorted(labels[r] for r in kept) == [0] * 10 + [1] * 10
+    assert sorted(r for r in kept if labels[r] == 1) == list(range(30, 40))
+    assert all(r < 20 for r in kept if labels[r] == 0)
+    buf = ReplayBuffer(20, "greedy_class_balanced", seed=0)
+    buf.update(_exp(0, n=100, classes=(0, 1)))
+    assert torch.bincount(buf.y).tolist() == [10, 10]
+    buf.update(_exp(1, n=100, classes=(2, 3), seed=1))
+    assert torch.bincount(buf.y).tolist() == [5, 5, 5, 5]
+    buf.update(_exp(2, n=9, classes=(4,), seed=2))  # a small class takes what it can; the largest give way
+    counts = torch.bincount(buf.y).tolist()
+    assert counts[4] == 4 and sum(counts) == 20 and max(counts) - min(counts) <= 1
+
+
+def test_experience_balanced_buffer_shares_slots_among_experiences():
+    buf = ReplayBuffer(30, "experience_balanced", seed=0)
+    for i in range(3):
+        buf.update(_exp(i, n=100, classes=(i,), seed=i))
+    assert torch.bincount(buf.data["exp"]).tolist() == [10, 10, 10]
+
+
+def test_gdumb_trains_on_its_memory_from_the_initial_weights():
+    torch.manual_seed(0)
+    module = build_strategy({"name": "gdumb", "buffer_size": 24, "epochs": 3}, MLP((1, 8), [8], n_classes=4),
+                            OptimConfig(), 16, 0)
+    init = {n: p.detach().clone() for n, p in module.net.named_parameters()}
+    stream = SimpleNamespace(train=[_exp(0, n=100, classes=(0, 1)), _exp(1, n=100, classes=(2, 3), seed=1)])
+    assert module.epochs(1) == 3
+    e0 = module.train_data(stream, 0)
+    assert len(e0.y) == 24 and torch.bincount(e0.y).tolist() == [12, 12]
+    learn(module, [e0])
+    assert not torch.equal(module.net.blocks[0][0].weight, init["blocks.0.0.weight"])
+    e1 = module.train_data(stream, 1)
+    assert module.train_data(stream, 1).y.tolist() == e1.y.tolist()  # asked twice: one update
+    assert torch.bincount(e1.y).tolist() == [6, 6, 6, 6]
+    start_experience(module, e1)
+    for n, p in module.net.named_parameters():
+        assert torch.equal(p, init[n]), n
+
+
+# -- bad input ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("cfg, match", [
+    ({"name": "der", "alpha": 0.0}, "strategy.alpha must be positive, got 0.0"),
+    ({"name": "der", "alpha": -1.0}, "strategy.alpha must be positive"),
+    ({"name": "der", "beta": 0.0}, "set strategy.beta=null for DER"),
+    ({"name": "der", "beta": -0.5}, "strategy.beta must be positive"),
+    ({"name": "der", "buffer_size": 0}, "strategy.buffer_size must be positive"),
+    ({"name": "agem", "buffer_size": -3}, "strategy.buffer_size must be positive"),
+    ({"name": "er_ace", "buffer_size": 0}, "strategy.buffer_size must be positive"),
+    ({"name": "gdumb", "buffer_size": 0}, "strategy.buffer_size must be positive"),
+    ({"name": "si", "si_lambda": 0.0}, "strategy.si_lambda must be positive"),
+    ({"name": "si", "si_lambda": -1.0}, "strategy.si_lambda must be positive"),
+    ({"name": "mas", "mas_lambda": 0.0}, "strategy.mas_lambda must be positive"),
+    ({"name": "mas", "mas_lambda": -2.0}, "strategy.mas_lambda must be positive"),
+    ({"name": "agem", "buffer_size": 50, "sample_size": 64}, r"sample_size \(64\) is larger than strategy.buffer_size \(50\)"),
+    ({"name": "gdumb", "policy": "fifo"}, "valid policies are: class_balanced, experience_balanced"),
+])
+def test_bad_baseline_configs_are_clear_errors(cfg, match):
+    with pytest.raises(ConfigError, match=match):
+        build_strategy(cfg, MLP((1, 8), [8], n_classes=2), OptimConfig(), 16, 0)
+
+
+def test_gdumb_on_a_stream_without_class_labels_is_a_data_error():
+    module = build_strategy({"name": "gdumb", "buffer_size": 20}, MLP((1, 8), [8], n_classes=2), OptimConfig(), 16, 0)
+    e = _exp(0)
+    e.y = e.y.float() + 0.5  # regression targets
+    with pytest.raises(DataError, match="needs integer class labels, but experience 0 has torch.float32 targets"):
+        module.train_data(SimpleNamespace(train=[e]), 0)
