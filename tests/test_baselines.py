@@ -339,3 +339,51 @@ def test_gdumb_on_a_stream_without_class_labels_is_a_data_error():
     e.y = e.y.float() + 0.5  # regression targets
     with pytest.raises(DataError, match="needs integer class labels, but experience 0 has torch.float32 targets"):
         module.train_data(SimpleNamespace(train=[e]), 0)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["strategy=der", "strategy.alpha=0"], "strategy.alpha must be positive, got 0"),
+    (["strategy=der", "strategy.alpha=-0.1"], "strategy.alpha must be positive, got -0.1"),
+    (["strategy=der", "strategy.beta=0"], "strategy.beta must be positive, got 0; set strategy.beta=null for DER"),
+    (["strategy=der", "strategy.beta=-1"], "strategy.beta must be positive, got -1"),
+    (["strategy=agem", "strategy.buffer_size=0"], "strategy.buffer_size must be positive, got 0"),
+    (["strategy=gdumb", "strategy.buffer_size=-5"], "strategy.buffer_size must be positive, got -5"),
+    (["strategy=er_ace", "strategy.buffer_size=0"], "strategy.buffer_size must be positive"),
+    (["strategy=si", "strategy.si_lambda=0"], "strategy.si_lambda must be positive, got 0"),
+    (["strategy=si", "strategy.si_lambda=-3"], "strategy.si_lambda must be positive, got -3"),
+    (["strategy=mas", "strategy.mas_lambda=0"], "strategy.mas_lambda must be positive, got 0"),
+    (["strategy=mas", "strategy.mas_lambda=-1"], "strategy.mas_lambda must be positive, got -1"),
+    (["strategy=agem", "strategy.sample_size=600"],
+     "strategy.sample_size (600) is larger than strategy.buffer_size (500): A-GEM draws its reference batch"),
+    (["strategy=der", "strategy.alpha=abc"], "strategy.alpha must be positive, got abc"),
+])
+def test_bad_baseline_input_is_one_sentence_and_exit_2(overrides, message, capsys, tmp_path):
+    from neumeta_cl.cli import main
+
+    code = main(["run", *overrides, "logger.mode=disabled", f"output_dir={tmp_path}"])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
+    assert not any(tmp_path.iterdir())  # refused before a run folder exists
+
+
+def test_gdumb_on_a_stream_without_class_labels_exits_2_before_training(capsys, tmp_path, monkeypatch):
+    import dataclasses
+
+    import neumeta_cl.run
+    from neumeta_cl.cli import main
+
+    real = neumeta_cl.run.build_stream_from
+
+    def regression_targets(cfg):  # the digits stream with float targets: no class labels
+        s = real(cfg)
+        return dataclasses.replace(s, train=[dataclasses.replace(e, y=e.y.float()) for e in s.train])
+
+    monkeypatch.setattr(neumeta_cl.run, "build_stream_from", regression_targets)
+    code = main(["run", "benchmark=split_digits", "strategy=gdumb", "logger.mode=disabled", "train.progress_bar=false",
+                 f"output_dir={tmp_path}"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert "needs integer class labels, but experience 0 has torch.float32 targets" in err
+    [results] = tmp_path.glob("*/results.json")
+    assert '"experiences": []' in results.read_text().replace("\n", "").replace("  ", "")  # nothing trained

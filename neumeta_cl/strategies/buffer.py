@@ -100,6 +100,11 @@ class ReplayBuffer(Plugin):
         raise AttributeError(name)
 
     # -- events ----------------------------------------------------------------------------------
+    def before_run(self, run) -> None:
+        if self.policy in ("class_balanced", "greedy_class_balanced"):  # refuse before training anything
+            for exp in run.stream.train:
+                check_class_labels(exp)
+
     def before_experience(self, run) -> None:
         if self.when == "before_training":
             self.update(run.experience)
