@@ -86,12 +86,36 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-STRATEGIES = ("naive", "ewc", "replay")
 DEFAULT_BENCHMARK = "split_fmnist"
 QUICK_BENCHMARK = "split_digits"
 # Digits has ~290 training samples per experience, so 1 epoch is 3 SGD steps. 30 epochs learn each
 # experience to ~95-100%, where mini-batch order hardly matters (at 10 the diff noise is ~4 points).
 QUICK_EPOCHS = 30
+
+STRATEGIES = ("naive", "ewc", "replay", "si", "mas", "agem", "er_ace", "der", "gdumb")
+# Where each method is compared when no --benchmark is given: the scenario it is meant for.
+# label -> (strategy, benchmark, overrides). A-GEM also runs domain-incremental.
+MEMORY_500 = ["strategy.buffer_size=500"]
+CASES = {
+    "naive": ("naive", DEFAULT_BENCHMARK, []),
+    "ewc": ("ewc", DEFAULT_BENCHMARK, []),
+    "replay": ("replay", DEFAULT_BENCHMARK, MEMORY_500),
+    "si": ("si", DEFAULT_BENCHMARK, ["benchmark.scenario=task"]),
+    "mas": ("mas", DEFAULT_BENCHMARK, ["benchmark.scenario=task"]),
+    "agem": ("agem", DEFAULT_BENCHMARK, MEMORY_500),
+    "agem_permuted": ("agem", "permuted_fmnist", MEMORY_500),
+    "er_ace": ("er_ace", DEFAULT_BENCHMARK, MEMORY_500),
+    "der": ("der", DEFAULT_BENCHMARK, MEMORY_500),
+    "gdumb": ("gdumb", DEFAULT_BENCHMARK, MEMORY_500),
+}
+
+
+def cases_for(strategies, benchmark: str | None) -> list[tuple[str, str, str, list[str]]]:
+    """(label, strategy, benchmark, overrides) to run: each strategy in its own scenario(s), or all
+    of them on ``benchmark`` when one is given."""
+    if benchmark is not None:
+        return [(name, name, benchmark, []) for name in strategies]
+    return [(label, name, bm, list(ov)) for label, (name, bm, ov) in CASES.items() if name in strategies]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -250,7 +274,52 @@ def build_avalanche_strategy(name: str, model, cfg, device: str):
                               storage_policy=policy)
         common["plugins"].append(plugin)
         return Naive(**common)
+    if name in ("si", "mas", "agem", "er_ace", "der", "gdumb"):
+        return _memory_or_importance_strategy(name, common, cfg)
     raise ConfigError(f"No Avalanche counterpart for strategy '{name}'; choose among {', '.join(STRATEGIES)}.")
+
+
+def _refuse(cond: bool, message: str) -> None:
+    from neumeta_cl.errors import ConfigError
+
+    if cond:
+        raise ConfigError(message)
+
+
+def _memory_or_importance_strategy(name: str, common: dict, cfg):
+    """Avalanche's SI / MAS / AGEM / ER_ACE / DER / GDumb with our config's numbers.
+
+    Settings Avalanche cannot express are refused rather than compared with something else."""
+    from avalanche.training import AGEM, DER, ER_ACE, MAS, GDumb, SynapticIntelligence
+
+    s, t = cfg.strategy, cfg.train
+    mem_batch = int(s.get("mem_batch_size") or t.batch_size)
+    if name == "si":
+        _refuse(s.clip != 0.001, "Avalanche's SI clips Omega at 0.001 (hard-coded); leave strategy.clip=0.001 to compare.")
+        return SynapticIntelligence(si_lambda=float(s.si_lambda), eps=float(s.eps), **common)
+    if name == "mas":
+        _refuse(s.importance_batch_size not in (None, t.batch_size),
+                "Avalanche's MAS estimates importance with train_mb_size batches; leave strategy.importance_batch_size=null.")
+        return MAS(lambda_reg=float(s.mas_lambda), alpha=float(s.alpha), **common)
+    if name == "agem":
+        # Avalanche's memory keeps patterns_per_exp samples of every experience (it grows); ours is
+        # experience-balanced within buffer_size. Both hold buffer_size samples after the last experience.
+        _refuse(s.policy != "experience_balanced", "Avalanche's AGEM keeps patterns per experience; leave "
+                "strategy.policy=experience_balanced to compare.")
+        per_exp = int(s.buffer_size) // int(cfg.benchmark.n_experiences)
+        return AGEM(patterns_per_exp=per_exp, sample_size=int(s.sample_size), **common)
+    # GDumb: our default is the paper's greedy sampler, Avalanche's a class-balanced reservoir; on a
+    # class-incremental stream both hold a uniform sample of each class.
+    allowed = ("class_balanced", "greedy_class_balanced") if name == "gdumb" else ("class_balanced",)
+    _refuse(s.policy not in allowed, f"Avalanche's {name} memory is class-balanced; set strategy.policy to one of "
+                                     f"{', '.join(allowed)} to compare.")
+    if name == "er_ace":
+        return ER_ACE(mem_size=int(s.buffer_size), batch_size_mem=mem_batch, **common)
+    if name == "der":
+        return DER(mem_size=int(s.buffer_size), batch_size_mem=mem_batch, alpha=float(s.alpha),
+                   beta=0.0 if s.beta is None else float(s.beta), **common)
+    common["train_epochs"] = int(s.epochs)  # GDumb trains its memory for its own number of epochs
+    return GDumb(mem_size=int(s.buffer_size), **common)
 
 
 _EXP_KEY = re.compile(r"^Top1_Acc_Exp/eval_phase/test_stream/Task\d+/Exp(\d+)$")
@@ -274,7 +343,7 @@ def seed_all(seed: int) -> None:
 
 
 def run_avalanche(name: str, stream, net, cfg, device: str = "cpu", shuffle_seed: int = 0,
-                  reset_optimizer: bool = False):
+                  reset_optimizer: bool = False, patch_si: bool = True):
     """(R, b, wall seconds, divergence message or None) of Avalanche's strategy on ``stream.benchmark``."""
     bm = stream.benchmark
     T = stream.n_experiences
@@ -287,9 +356,10 @@ def run_avalanche(name: str, stream, net, cfg, device: str = "cpu", shuffle_seed
     b = _row(strategy.eval(bm.test_stream), T)
     diverged = None
     try:
-        for i, exp in enumerate(bm.train_stream):
-            strategy.train(exp, **train_kwargs)
-            R[i] = _row(strategy.eval(bm.test_stream), T)
+        with si_copies_weights() if name == "si" and patch_si else contextlib.nullcontext():
+            for i, exp in enumerate(bm.train_stream):
+                strategy.train(exp, **train_kwargs)
+                R[i] = _row(strategy.eval(bm.test_stream), T)
     except Diverged as e:
         diverged = str(e)
     return R, b, time.perf_counter() - t0, diverged
@@ -341,11 +411,14 @@ def _fmt(x, spec=".2f", missing="diverged"):
     return missing if x is None else format(x, spec)
 
 
-def compare(benchmark: str = DEFAULT_BENCHMARK, strategies=STRATEGIES, seeds=(0,), epochs: int | None = None,
+def compare(benchmark: str | None = DEFAULT_BENCHMARK, strategies=STRATEGIES, seeds=(0,), epochs: int | None = None,
             ewc_lambda: float | None = None, extra: list[str] | None = None, device: str = "cpu",
-            avalanche_repeats: int = 1, reset_optimizer: bool = False, threads: int | None = None, log=print) -> dict:
-    """Run every (strategy, seed) on both sides; returns the result dict that the JSON line prints.
-    ``threads``: torch's CPU threads, both sides (our runs set them from the config as well)."""
+            avalanche_repeats: int = 1, reset_optimizer: bool = False, threads: int | None = None, log=print,
+            patch_si: bool = True) -> dict:
+    """Run every (case, seed) on both sides; returns the result dict that the JSON line prints.
+    ``benchmark=None``: each strategy in the scenario it is meant for (``CASES``).
+    ``threads``: torch's CPU threads, both sides (our runs set them from the config as well).
+    ``patch_si``: run Avalanche's SI with its CPU aliasing fixed (``si_copies_weights``)."""
     from neumeta_cl.config import load
     from neumeta_cl.run import build_stream_from
 
@@ -357,30 +430,34 @@ def compare(benchmark: str = DEFAULT_BENCHMARK, strategies=STRATEGIES, seeds=(0,
     configs = {}
     with tempfile.TemporaryDirectory(prefix="compare_avalanche-") as tmp:
         for seed in seeds:
-            for name in strategies:
-                cfg = load(config_overrides(benchmark, name, seed, epochs, ewc_lambda, extra or [], device, tmp,
-                                            threads))
-                configs[name] = cfg
+            for label, name, bm, case_ov in cases_for(strategies, benchmark):
+                ov = config_overrides(bm, name, seed, epochs, ewc_lambda, [*case_ov, *(extra or [])], device, tmp,
+                                      threads)
+                ov = [o.replace(f"run_name=compare-{name}-", f"run_name=compare-{label}-") for o in ov]
+                cfg = load(ov)
+                configs[label] = cfg
                 stream = build_stream_from(cfg)  # memoised: run_continual gets this same object
                 ours_R, ours_b, ours_s, init, ours_div = run_ours(cfg)
                 assert stream is build_stream_from(cfg), "the stream memo was evicted; Avalanche would see another stream"
                 avl_R, avl_b, avl_s, avl_div = run_avalanche(name, stream, copy.deepcopy(init), cfg, device, seed,
-                                                             reset_optimizer)
-                pair = Pair(name, seed, ours_R, ours_b, avl_R, avl_b, ours_s, avl_s, ours_div, avl_div)
+                                                             reset_optimizer, patch_si)
+                pair = Pair(label, seed, ours_R, ours_b, avl_R, avl_b, ours_s, avl_s, ours_div, avl_div)
                 for r in range(1, avalanche_repeats):  # same stream and init, another mini-batch order
                     R, b, sec, div = run_avalanche(name, stream, copy.deepcopy(init), cfg, device, seed + 7919 * r,
-                                                   reset_optimizer)
+                                                   reset_optimizer, patch_si)
                     pair.avl_repeats.append({"shuffle_seed": seed + 7919 * r, **summary(R, b, div), "seconds": sec,
                                              "diverged": div})
                 pairs.append(pair)
-                log(f"  {name:7s} seed {seed}: ours ACC {_fmt(pair.ours['acc'], '6.2f')} ({ours_s:5.1f} s) | "
+                log(f"  {label:13s} seed {seed}: ours ACC {_fmt(pair.ours['acc'], '6.2f')} ({ours_s:5.1f} s) | "
                     f"Avalanche ACC {_fmt(pair.avl['acc'], '6.2f')} ({avl_s:5.1f} s)"
                     + "".join(f" | Avalanche shuffle {x['shuffle_seed']} ACC {_fmt(x['acc'], '6.2f')}"
                               for x in pair.avl_repeats))
                 for side, msg in (("ours", ours_div), ("Avalanche", avl_div)):
                     if msg:
                         log(f"    {side} diverged: {msg}")
-    return summarise(pairs, configs, benchmark, seeds, reset_optimizer)
+    res = summarise(pairs, configs, benchmark or "per strategy", seeds, reset_optimizer)
+    res["avalanche_si"] = "aliasing fixed (si_copies_weights)" if patch_si else "as shipped"
+    return res
 
 
 def _mean(xs):
@@ -418,6 +495,7 @@ def summarise(pairs: list[Pair], configs: dict, benchmark, seeds, reset_optimize
             "ours_seconds": sum(p.ours_seconds for p in ps), "avalanche_seconds": sum(p.avl_seconds for p in ps),
             "b_max_abs_diff": 100 * float(max(np.abs(p.ours_b - p.avl_b).max() for p in ps)),
             "strategy_config": to_dict(configs[name].strategy),
+            "benchmark": configs[name].benchmark.name, "scenario": configs[name].benchmark.scenario,
             "per_seed": [
                 {"seed": p.seed, "ours_acc": p.ours["acc"], "avalanche_acc": p.avl["acc"],
                  "ours_bwt": p.ours["bwt"], "avalanche_bwt": p.avl["bwt"],
@@ -460,12 +538,12 @@ def summarise(pairs: list[Pair], configs: dict, benchmark, seeds, reset_optimize
 
 def format_table(res: dict) -> str:
     n = len(res["seeds"])
-    head = ["strategy", "ours ACC", "Avalanche ACC", "diff (points)", "ours BWT", "Avalanche BWT", "ours s",
+    head = ["strategy", "stream", "ours ACC", "Avalanche ACC", "diff (points)", "ours BWT", "Avalanche BWT", "ours s",
             "Avalanche s"]
     rows, notes = [], []
     for name, e in res["strategies"].items():
         diff = _fmt(e["acc_diff"], "+.2f", "n/a") + (f" ± {e['acc_diff_std']:.2f}" if e["acc_diff_std"] is not None else "")
-        rows.append([name, _fmt(e["ours_acc"], missing="n/a"), _fmt(e["avalanche_acc"], missing="n/a"), diff,
+        rows.append([name, f"{e['benchmark']} ({e['scenario']})", _fmt(e["ours_acc"], missing="n/a"), _fmt(e["avalanche_acc"], missing="n/a"), diff,
                      _fmt(e["ours_bwt"], missing="n/a"), _fmt(e["avalanche_bwt"], missing="n/a"),
                      f"{e['ours_seconds']:.1f}", f"{e['avalanche_seconds']:.1f}"])
         for d in e["diverged"]:
@@ -481,7 +559,9 @@ def format_table(res: dict) -> str:
                f"(largest single seed: {_fmt(res['max_acc_diff_any_seed'], missing='n/a')}); target <= "
                f"{res['target_points']:g}: {'MET' if res['within_target'] else 'NOT MET'}")
     out = [
-        f"{res['benchmark']} ({res['scenario']}-incremental, {res['n_experiences']} experiences), {arch}, "
+        (f"{res['benchmark']} ({res['scenario']}-incremental" if res["benchmark"] != "per strategy"
+         else "each strategy on the stream it is meant for (buffer 500 for the memory methods"
+         ) + f", {res['n_experiences']} experiences), {arch}, "
         f"{res['epochs']} epoch(s)/experience, batch {res['batch_size']}, {res['optimizer']} lr {res['lr']} "
         f"momentum {res['momentum']}, seeds {' '.join(map(str, res['seeds']))}",
         "ACC/BWT in accuracy points" + (", mean over seeds; diff: mean ± std over seeds" if n > 1 else "")
