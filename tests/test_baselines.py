@@ -260,7 +260,11 @@ def test_der_stores_the_logits_of_the_net_that_just_learned_the_experience():
     with torch.no_grad():
         torch.testing.assert_close(data["logits"], module.net(data["x"], data["t"]))
     assert bool(data["mask"].all()) and len(module.buffer) == 30
-    assert float(module.criterion(module.net(data["x"][:8], data["t"][:8]), data["y"][:8], 8)) > 0
+    batch = (e0.x[:16], e0.y[:16], e0.t[:16])
+    x, y, t = module.training_batch(batch)
+    z = module.net(x, t)
+    stored, mask = module._stored
+    torch.testing.assert_close(module.criterion(z, y, 16), der_loss(z[:16], y[:16], z[16:], y[16:], stored, mask, 0.1, 0.5))
 
 
 # -- GDumb -------------------------------------------------------------------------------------------
@@ -387,3 +391,122 @@ def test_gdumb_on_a_stream_without_class_labels_exits_2_before_training(capsys, 
     assert "needs integer class labels, but experience 0 has torch.float32 targets" in err
     [results] = tmp_path.glob("*/results.json")
     assert '"experiences": []' in results.read_text().replace("\n", "").replace("  ", "")  # nothing trained
+
+
+# -- morphs: importances, stored logits and initial weights follow every operator ---------------------
+
+from neumeta_cl.morph import add_head, deepen, extend_classes, widen  # noqa: E402
+from neumeta_cl.strategies.der import dark_replay_loss  # noqa: E402
+
+PRESERVING = {
+    "widen-copy": lambda n: widen(n, 0, n.widths[0] + 7),
+    "widen-copy-x3": lambda n: widen(n, 1, n.widths[1] * 3),
+    "widen-zero": lambda n: widen(n, 1, n.widths[1] + 5, init="zero"),
+    "deepen": lambda n: deepen(n, 0),
+    "deepen-last": lambda n: deepen(n, 1),
+}
+
+
+def _penalty(module) -> float:
+    return float(module.parts[0].loss(module, None, None, None))
+
+
+@pytest.mark.parametrize("morph", PRESERVING, ids=list(PRESERVING))
+@pytest.mark.parametrize("strategy", ["si", "mas"])
+@pytest.mark.parametrize("heads", [None, [2, 2]], ids=["single-head", "multi-head"])
+def test_si_and_mas_penalties_are_unchanged_by_a_preserving_morph(strategy, heads, morph):
+    torch.manual_seed(0)
+    net = MLP((1, 8), [16, 12], n_classes=4, heads=heads)
+    # SI unclipped, so its weights are not all at the clip (which would test less), and with a damping
+    # eps that keeps them finite-sized: with 1e-7, a weight that hardly moved gets Omega ~ 1e4, and
+    # float32 rounding of its copies' w/3 alone then moves the penalty by ~1e-3 (float64: ~1e-12)
+    cfg = ({"name": "si", "si_lambda": 1.0, "clip": None, "eps": 1e-3} if strategy == "si"
+           else {"name": "mas", "mas_lambda": 1.0})
+    module = build_strategy(cfg, net, OptimConfig(), 16, 0)
+    e1 = _clustered(1, (0, 1) if heads else (2, 3), seed=1)
+    if heads:
+        e1.t[:], e1.task_label = 1, 1
+    learn(module, [_clustered(0, (0, 1)), e1], steps=10)
+    for e in module.parts[0].anchors:  # the importances are real, and not all at one value
+        assert len(torch.cat([w.flatten() for w in e[0].values()]).unique()) > 10
+    with torch.no_grad():  # away from the anchor, so the penalty is not 0
+        for p in module.net.parameters():
+            p.add_(0.1 * torch.randn(p.shape, generator=torch.Generator().manual_seed(3)))
+    before = _penalty(module)
+    r = PRESERVING[morph](module.net)
+    module.replace_net(r.net, r.param_map)
+    after = _penalty(module)
+    assert before > 1e-3 and abs(after - before) <= 1e-6 * max(1.0, before), (before, after)
+    learn(module, [_clustered(2, (0, 1) if heads else (0, 3), seed=2)], steps=3)  # trains on
+    params = dict(module.net.named_parameters())
+    for omega, star in module.parts[0].anchors:  # the new anchor describes the morphed net
+        assert all(omega[n].shape == star[n].shape == params[n].shape for n in omega)
+
+
+def _der_memory_loss(module) -> float:
+    d = module.buffer.data
+    module.net.eval()
+    with torch.no_grad():
+        return float(dark_replay_loss(module.net(d["x"], d["t"]), d["logits"], d["mask"]))
+
+
+@pytest.mark.parametrize("morph", ["extend_classes", "add_head", "widen", "deepen"])
+def test_der_stored_logits_follow_the_morph(morph):
+    torch.manual_seed(0)
+    heads = [2, 2] if morph == "add_head" else None
+    net = MLP((1, 8), [16], n_classes=4, heads=heads)
+    module = build_strategy({"name": "der", "buffer_size": 40, "mem_batch_size": 8}, net, OptimConfig(), 16, 0)
+    e1 = _clustered(1, (0, 1), seed=1) if heads else _clustered(1, (2, 3), seed=1)
+    if heads:
+        e1.t[:], e1.task_label = 1, 1
+    learn(module, [_clustered(0, (0, 1)), e1], steps=5)
+    with torch.no_grad():
+        for p in module.net.parameters():
+            p.add_(0.2 * torch.randn(p.shape, generator=torch.Generator().manual_seed(3)))
+    before = _der_memory_loss(module)
+    op = {"extend_classes": lambda n: extend_classes(n, 3), "add_head": lambda n: add_head(n, 3),
+          "widen": lambda n: widen(n, 0, 24), "deepen": lambda n: deepen(n, 0)}[morph]
+    r = op(module.net)
+    module.replace_net(r.net, r.param_map)
+    assert abs(_der_memory_loss(module) - before) <= 1e-6 * max(1.0, before) and before > 1e-3
+    d = module.buffer.data
+    if morph == "extend_classes":  # the new class columns had no value when the samples were stored
+        assert d["logits"].shape[1] == 7 and not bool(d["mask"][:, 4:].any()) and bool(d["mask"][:, :4].all())
+    # the next experience brings the new classes / task; its rows and the old ones share one memory
+    e2 = _clustered(2, (4, 5, 6), n=60, seed=2) if morph == "extend_classes" else _clustered(2, (0, 1, 2), seed=2)
+    if morph == "add_head":
+        e2.t[:], e2.task_label = 2, 2
+    elif morph != "extend_classes":
+        e2 = _clustered(2, (0, 3), seed=2)
+    learn(module, [e2], steps=3)
+    d = module.buffer.data
+    assert set(d["exp"].tolist()) == {0, 1, 2} and d["logits"].shape == d["mask"].shape
+    loss = module.compute_loss((d["x"][:4], d["y"][:4], d["t"][:4]))  # 4 current + 8 replayed with their logits
+    assert module._stored[0].shape == (8, d["logits"].shape[1]) and float(loss) > 0
+
+
+def test_gdumb_restarts_from_the_initial_weights_carried_through_a_widen():
+    torch.manual_seed(0)
+    module = build_strategy({"name": "gdumb", "buffer_size": 24, "epochs": 2}, MLP((1, 8), [8], n_classes=4),
+                            OptimConfig(), 16, 0)
+    init_net = __import__("copy").deepcopy(module.net)
+    stream = SimpleNamespace(train=[_exp(0, n=100, classes=(0, 1)), _exp(1, n=100, classes=(2, 3), seed=1)])
+    learn(module, [module.train_data(stream, 0)])
+    r = widen(module.net, 0, 13)
+    module.replace_net(r.net, r.param_map)
+    start_experience(module, module.train_data(stream, 1))  # the reset
+    x = torch.randn(20, 1, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(module.net.eval()(x), init_net.eval()(x), atol=1e-5, rtol=1e-5)
+    assert module.net.widths == [13]
+
+
+def test_agem_projects_after_a_widen():
+    torch.manual_seed(0)
+    module = build_strategy({"name": "agem", "buffer_size": 40, "sample_size": 20}, MLP((1, 8), [16], n_classes=4),
+                            OptimConfig(), 16, 0)
+    learn(module, [_clustered(0, (0, 1))], steps=3)
+    r = widen(module.net, 0, 24)
+    module.replace_net(r.net, r.param_map)
+    learn(module, [_clustered(1, (2, 3), seed=1)], steps=6)  # reference gradients of the widened net
+    assert module.projection.steps == 6 and module.projection.projected > 0
