@@ -95,6 +95,9 @@ QUICK_EPOCHS = 30
 STRATEGIES = ("naive", "ewc", "replay", "si", "mas", "agem", "er_ace", "der", "gdumb")
 # Where each method is compared when no --benchmark is given: the scenario it is meant for.
 # label -> (strategy, benchmark, overrides). A-GEM also runs domain-incremental.
+# SI's Avalanche side resets SGD's momentum at every experience, as ours does (see FINDINGS):
+# with the momentum carried over, its unbounded-below Omega made Avalanche diverge.
+RESET_OPTIMIZER = {"si"}
 MEMORY_500 = ["strategy.buffer_size=500"]
 CASES = {
     "naive": ("naive", DEFAULT_BENCHMARK, []),
@@ -384,6 +387,7 @@ class Pair:
     ours_diverged: str | None = None
     avl_diverged: str | None = None
     avl_repeats: list[dict] = field(default_factory=list)  # extra Avalanche runs (other shuffle seeds)
+    avl_reset_optimizer: bool = False  # Avalanche's SGD momentum reset at every experience
 
     @property
     def ours(self):
@@ -439,14 +443,16 @@ def compare(benchmark: str | None = DEFAULT_BENCHMARK, strategies=STRATEGIES, se
                 stream = build_stream_from(cfg)  # memoised: run_continual gets this same object
                 ours_R, ours_b, ours_s, init, ours_div = run_ours(cfg)
                 assert stream is build_stream_from(cfg), "the stream memo was evicted; Avalanche would see another stream"
+                reset = reset_optimizer or (benchmark is None and label in RESET_OPTIMIZER)
                 avl_R, avl_b, avl_s, avl_div = run_avalanche(name, stream, copy.deepcopy(init), cfg, device, seed,
-                                                             reset_optimizer, patch_si)
+                                                             reset, patch_si)
                 pair = Pair(label, seed, ours_R, ours_b, avl_R, avl_b, ours_s, avl_s, ours_div, avl_div)
                 for r in range(1, avalanche_repeats):  # same stream and init, another mini-batch order
                     R, b, sec, div = run_avalanche(name, stream, copy.deepcopy(init), cfg, device, seed + 7919 * r,
-                                                   reset_optimizer, patch_si)
+                                                   reset, patch_si)
                     pair.avl_repeats.append({"shuffle_seed": seed + 7919 * r, **summary(R, b, div), "seconds": sec,
                                              "diverged": div})
+                pair.avl_reset_optimizer = reset
                 pairs.append(pair)
                 log(f"  {label:13s} seed {seed}: ours ACC {_fmt(pair.ours['acc'], '6.2f')} ({ours_s:5.1f} s) | "
                     f"Avalanche ACC {_fmt(pair.avl['acc'], '6.2f')} ({avl_s:5.1f} s)"
@@ -496,6 +502,7 @@ def summarise(pairs: list[Pair], configs: dict, benchmark, seeds, reset_optimize
             "b_max_abs_diff": 100 * float(max(np.abs(p.ours_b - p.avl_b).max() for p in ps)),
             "strategy_config": to_dict(configs[name].strategy),
             "benchmark": configs[name].benchmark.name, "scenario": configs[name].benchmark.scenario,
+            "avalanche_reset_optimizer": any(p.avl_reset_optimizer for p in ps),
             "per_seed": [
                 {"seed": p.seed, "ours_acc": p.ours["acc"], "avalanche_acc": p.avl["acc"],
                  "ours_bwt": p.ours["bwt"], "avalanche_bwt": p.avl["bwt"],
