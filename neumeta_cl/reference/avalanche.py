@@ -431,7 +431,7 @@ def compare(benchmark: str | None = DEFAULT_BENCHMARK, strategies=STRATEGIES, se
     warnings.filterwarnings("ignore", module="avalanche")
     warnings.filterwarnings("ignore", category=UserWarning)
     pairs: list[Pair] = []
-    configs = {}
+    configs, overrides = {}, {}
     with tempfile.TemporaryDirectory(prefix="compare_avalanche-") as tmp:
         for seed in seeds:
             for label, name, bm, case_ov in cases_for(strategies, benchmark):
@@ -440,6 +440,7 @@ def compare(benchmark: str | None = DEFAULT_BENCHMARK, strategies=STRATEGIES, se
                 ov = [o.replace(f"run_name=compare-{name}-", f"run_name=compare-{label}-") for o in ov]
                 cfg = load(ov)
                 configs[label] = cfg
+                overrides[label] = ov
                 stream = build_stream_from(cfg)  # memoised: run_continual gets this same object
                 ours_R, ours_b, ours_s, init, ours_div = run_ours(cfg)
                 assert stream is build_stream_from(cfg), "the stream memo was evicted; Avalanche would see another stream"
@@ -463,6 +464,54 @@ def compare(benchmark: str | None = DEFAULT_BENCHMARK, strategies=STRATEGIES, se
                         log(f"    {side} diverged: {msg}")
     res = summarise(pairs, configs, benchmark or "per strategy", seeds, reset_optimizer)
     res["avalanche_si"] = "aliasing fixed (si_copies_weights)" if patch_si else "as shipped"
+    res["_saved"] = {"pairs": [pair_to_dict(p) for p in pairs], "overrides": overrides,
+                     "benchmark": benchmark or "per strategy", "reset_optimizer": reset_optimizer,
+                     "avalanche_si": res["avalanche_si"]}
+    return res
+
+
+# ----------------------------------------------------------------------------------------------
+# Saving and merging: seeds (or cases) run as separate processes, one table and JSON line for all.
+
+
+def pair_to_dict(p: Pair) -> dict:
+    arr = lambda a: np.asarray(a, dtype=float).tolist()  # noqa: E731  (NaN stays NaN: json allows it here)
+    return {"strategy": p.strategy, "seed": p.seed, "ours_R": arr(p.ours_R), "ours_b": arr(p.ours_b),
+            "avl_R": arr(p.avl_R), "avl_b": arr(p.avl_b), "ours_seconds": p.ours_seconds,
+            "avl_seconds": p.avl_seconds, "ours_diverged": p.ours_diverged, "avl_diverged": p.avl_diverged,
+            "avl_repeats": p.avl_repeats, "avl_reset_optimizer": p.avl_reset_optimizer}
+
+
+def save(res: dict, path) -> None:
+    """Everything ``merge`` needs to rebuild the comparison (``res["_saved"]``), as JSON."""
+    from pathlib import Path
+
+    Path(path).write_text(json.dumps(res["_saved"]))
+
+
+def merge(paths) -> dict:
+    """One result from several saved comparisons (e.g. one process per seed)."""
+    from pathlib import Path
+
+    from neumeta_cl.config import load
+
+    pairs, overrides, saved = [], {}, []
+    for path in paths:
+        d = json.loads(Path(path).read_text())
+        saved.append(d)
+        overrides.update(d["overrides"])
+        for x in d["pairs"]:
+            pairs.append(Pair(x["strategy"], x["seed"], *(np.asarray(x[k]) for k in ("ours_R", "ours_b", "avl_R", "avl_b")),
+                              x["ours_seconds"], x["avl_seconds"], x["ours_diverged"], x["avl_diverged"],
+                              x["avl_repeats"], x["avl_reset_optimizer"]))
+    order = list(CASES) + [k for k in overrides if k not in CASES]
+    pairs.sort(key=lambda p: (order.index(p.strategy) if p.strategy in order else len(order), p.seed))
+    configs = {label: load(ov) for label, ov in overrides.items()}
+    configs = {k: configs[k] for k in dict.fromkeys(p.strategy for p in pairs)}
+    seeds = sorted({p.seed for p in pairs})
+    res = summarise(pairs, configs, saved[0]["benchmark"], seeds, saved[0]["reset_optimizer"])
+    res["avalanche_si"] = saved[0]["avalanche_si"]
+    res["merged_from"] = [str(p) for p in paths]
     return res
 
 
@@ -597,4 +646,4 @@ def rounded(x, digits: int = 4):
 
 def json_line(res: dict) -> str:
     """The result as one line of strict JSON, floats rounded (the last line the script prints)."""
-    return json.dumps(rounded(res), allow_nan=False, separators=(",", ":"))
+    return json.dumps(rounded({k: v for k, v in res.items() if k != "_saved"}), allow_nan=False, separators=(",", ":"))
