@@ -1,5 +1,11 @@
-"""Checking our strategies against Avalanche's: our naive / ewc / replay next to Avalanche's Naive /
-EWC / Replay on the same stream, net, init and numbers. ``scripts/compare_avalanche.py`` is its command line.
+"""Checking our strategies against Avalanche's: our naive / ewc / replay / si / mas / agem / er_ace /
+der / gdumb next to Avalanche's Naive / EWC / Replay / SynapticIntelligence / MAS / AGEM / ER_ACE / DER
+/ GDumb on the same stream, net, init and numbers. ``scripts/compare_avalanche.py`` is its command line.
+
+Without ``--benchmark`` each method runs where it is meant to (``CASES``): naive, ewc, replay,
+A-GEM, ER-ACE, DER++ and GDumb class-incremental on Split-Fashion-MNIST (memory of 500); SI and MAS
+task-incremental on Split-Fashion-MNIST (one head per task); A-GEM also domain-incremental on
+Permuted-Fashion-MNIST. ``max_acc_diff`` is over all of them.
 
 What is shared, per seed:
 - the stream: Avalanche trains and evaluates on ``build_stream(...).benchmark``, the very benchmark
@@ -20,6 +26,17 @@ ACC and BWT follow DESIGN.md (BWT averages over T-1 experiences, the GEM paper's
 
 Avalanche-side choices, and why:
 - Naive:  ``avalanche.training.Naive``.
+- SI:     ``SynapticIntelligence(si_lambda, eps)`` (its Omega clip 0.001 is hard-coded: another
+          ``strategy.clip`` is refused), run inside ``si_copies_weights`` (Avalanche's CPU aliasing
+          fixed, FINDINGS 6) and with SGD's momentum reset at every experience (FINDINGS 7).
+- MAS:    ``MAS(lambda_reg=mas_lambda, alpha)``.
+- A-GEM:  ``AGEM(patterns_per_exp = buffer_size // n_experiences, sample_size)``. Avalanche's memory
+          grows by that many per experience; ours is experience-balanced within ``buffer_size``
+          (both hold ``buffer_size`` after the last experience; ours holds more before).
+- ER-ACE: ``ER_ACE(mem_size=buffer_size, batch_size_mem)``; DER: ``DER(mem_size, batch_size_mem,
+          alpha, beta)`` (``beta: null`` -> 0.0); GDumb: ``GDumb(mem_size)`` with ``train_epochs =
+          strategy.epochs``. Avalanche's GDumb memory is a class-balanced reservoir, ours the paper's
+          greedy sampler; on class-incremental streams both are a uniform sample of each class.
 - EWC:    ``avalanche.training.EWC(ewc_lambda, mode)``; our ``online`` maps to Avalanche's
           ``online`` with ``decay_factor = strategy.decay``. Avalanche computes the Fisher with
           ``train_mb_size`` mini-batches; ours with ``strategy.fisher_batch_size`` (default: the
