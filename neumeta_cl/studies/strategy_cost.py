@@ -25,6 +25,7 @@ QUICK = ["benchmark=split_digits", "benchmark.scenario=class", "benchmark.n_expe
 def measure(strategies=BASELINES, base: list[str] = STREAM, repeats: int = 2, threads: int | None = 1,
             log=print) -> dict:
     from neumeta_cl.config import load
+    from neumeta_cl.errors import TrainingDiverged
     from neumeta_cl.run import build_stream_from, run_continual
 
     names = ["naive", *[s for s in strategies if s != "naive"]]
@@ -39,20 +40,26 @@ def measure(strategies=BASELINES, base: list[str] = STREAM, repeats: int = 2, th
         for rep in range(repeats):
             for n in names:
                 t0 = time.perf_counter()
-                out = run_continual(cfgs[n]).outcome
+                try:
+                    out = run_continual(cfgs[n]).outcome
+                except TrainingDiverged as e:  # timed up to where it stopped would mislead: listed, not timed
+                    best[n] = {"diverged": str(e)}
+                    log(f"  {n:8s} repeat {rep}: diverged ({e})")
+                    continue
                 wall = time.perf_counter() - t0
                 T = len(out.records)
                 evals = sum(r.eval_seconds for r in out.records)
                 per_exp = (wall - evals) / T
-                if n not in best or per_exp < best[n]["seconds_per_experience"]:
+                if n not in best or per_exp < best[n].get("seconds_per_experience", float("inf")):
                     best[n] = {"seconds_per_experience": per_exp, "train_seconds_per_experience":
                                sum(r.train_seconds for r in out.records) / T,
                                "acc": float(out.R[-1].mean())}
                 log(f"  {n:8s} repeat {rep}: {per_exp:6.3f} s / experience")
     naive = best["naive"]["seconds_per_experience"]
     for n, b in best.items():
-        b["ratio_vs_naive"] = b["seconds_per_experience"] / naive
-    judged = {n: b["ratio_vs_naive"] for n, b in best.items() if n not in EXEMPT}
+        if "seconds_per_experience" in b:
+            b["ratio_vs_naive"] = b["seconds_per_experience"] / naive
+    judged = {n: b["ratio_vs_naive"] for n, b in best.items() if n not in EXEMPT and "ratio_vs_naive" in b}
     worst = max(judged, key=judged.get)
     return {"stream": base, "repeats": repeats, "threads": threads, "target_ratio": TARGET_RATIO,
             "exempt": sorted(EXEMPT & set(best)), "strategies": best,
@@ -63,6 +70,9 @@ def measure(strategies=BASELINES, base: list[str] = STREAM, repeats: int = 2, th
 def table(res: dict) -> str:
     lines = [f"{'strategy':<10}{'s / experience':>16}{'train s / exp':>15}{'x naive':>9}{'ACC':>8}"]
     for n, b in res["strategies"].items():
+        if "ratio_vs_naive" not in b:
+            lines.append(f"{n:<10}{'diverged: not timed':>40}")
+            continue
         note = "  (exempt: retrains from scratch)" if n in res["exempt"] else (
             "  OVER TARGET" if b["ratio_vs_naive"] > res["target_ratio"] else "")
         lines.append(f"{n:<10}{b['seconds_per_experience']:>16.3f}{b['train_seconds_per_experience']:>15.3f}"
