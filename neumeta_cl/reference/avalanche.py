@@ -121,7 +121,7 @@ CASES = {
     "ewc": ("ewc", DEFAULT_BENCHMARK, []),
     "replay": ("replay", DEFAULT_BENCHMARK, MEMORY_500),
     "si": ("si", DEFAULT_BENCHMARK, ["benchmark.scenario=task"]),
-    "mas": ("mas", DEFAULT_BENCHMARK, ["benchmark.scenario=task"]),
+    "mas": ("mas", DEFAULT_BENCHMARK, ["benchmark.scenario=task", "strategy.mas_lambda=1.0"]),  # as measured
     "agem": ("agem", DEFAULT_BENCHMARK, MEMORY_500),
     "agem_permuted": ("agem", "permuted_fmnist", MEMORY_500),
     "er_ace": ("er_ace", DEFAULT_BENCHMARK, MEMORY_500),
@@ -653,7 +653,7 @@ def format_table(res: dict) -> str:
 def rounded(x, digits: int = 4):
     """Floats rounded for the JSON line (accuracy points to 1e-4, seconds to 0.1 ms)."""
     if isinstance(x, float):
-        return round(x, digits)
+        return float(f"{x:.{digits}g}") if 0 < abs(x) < 1e-3 else round(x, digits)  # eps=1e-7 stays 1e-7
     if isinstance(x, dict):
         return {k: rounded(v, digits) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
