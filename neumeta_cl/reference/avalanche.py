@@ -85,6 +85,32 @@ FINDINGS (measured with the script; default stream unless said otherwise)
    permuted_digits (--quick) scored 77.0 vs Avalanche's 92.8. It now keeps a reservoir per class
    across experiences, as Avalanche's ClassBalancedBuffer does: 93.03 vs 93.64 (seeds 0 1,
    -0.61 +- 0.94 points).
+6. Avalanche 0.6's SI does nothing on the CPU. ``SynapticIntelligencePlugin.extract_weights`` stores
+   ``param.detach().cpu().flatten()``: a copy on a CUDA device, a view of the live parameter on the
+   CPU, so the step's start, the experience's start and the anchor all move with the weights;
+   the path integral, Omega and the penalty are exactly 0 (``tests/test_baselines.py`` shows Omega
+   all zeros as shipped, and equal to ours with ``si_copies_weights``). The comparison runs the
+   fixed version; ``--avalanche-si-as-shipped`` runs the original.
+7. SI with SGD momentum carried across experiences (Avalanche's default) diverged on the Avalanche
+   side (task-incremental Split-FMNIST, seed 0, si_lambda 100: loss inf in experience 2); ours,
+   which builds a fresh optimizer per experience, did not. With Avalanche's optimizer reset per
+   experience the two agree (seed 0: 93.97 vs 93.36), so ``RESET_OPTIMIZER`` does that for SI.
+   Likely mechanism (not instrumented): Omega is clipped from above only, and a weight that the
+   old momentum pushes uphill and that ends near its start gets Omega = -w / (Delta^2 + 1e-7),
+   large and negative, which turns its penalty into a concave quadratic.
+8. A-GEM on class-incremental Split-FMNIST: per-seed differences -8.97, +0.01, +7.32 points, mean
+   -0.55. ACC is the last experience's accuracy / 5 plus whether one old experience partially
+   survives (Avalanche seed 0: R[4,0] = 41.7 vs ours 0.0; ours seed 2: R[4,2] = 32.1 vs 10.1),
+   a coin toss per seed on both sides. Domain-incremental (permuted), where A-GEM protects old
+   experiences, the two agree on every seed (+0.57, +0.78, +0.05). Checked equal: the projection
+   (against ``AGEMPlugin.after_backward``), the reference loss. Differs by design: Avalanche's
+   memory grows by buffer_size // T per experience, ours is buffer_size from the first.
+9. DER++ has the largest mean gap, -1.66 +- 1.07 (ours lower on every seed: -0.45, -2.05, -2.49):
+   within the target, and the three seeds cannot tell a small systematic gap from noise (replay's
+   single seeds differ by up to 2 points). Equal by construction: the loss terms, one memory batch
+   for both replay terms, logits stored after the experience in eval mode, class-balanced memory.
+   Not shared: batch order, which memory rows each step draws (Avalanche cycles a shuffled loader
+   over the memory, ours draws fresh rows per step), and the buffer's random keys.
 """
 
 from __future__ import annotations
