@@ -487,7 +487,7 @@ def compare(benchmark: str | None = DEFAULT_BENCHMARK, strategies=STRATEGIES, se
                 stream = build_stream_from(cfg)  # memoised: run_continual gets this same object
                 ours_R, ours_b, ours_s, init, ours_div = run_ours(cfg)
                 assert stream is build_stream_from(cfg), "the stream memo was evicted; Avalanche would see another stream"
-                reset = reset_optimizer or (benchmark is None and label in RESET_OPTIMIZER)
+                reset = reset_optimizer or label in RESET_OPTIMIZER
                 avl_R, avl_b, avl_s, avl_div = run_avalanche(name, stream, copy.deepcopy(init), cfg, device, seed,
                                                              reset, patch_si)
                 pair = Pair(label, seed, ours_R, ours_b, avl_R, avl_b, ours_s, avl_s, ours_div, avl_div)
