@@ -76,7 +76,8 @@ def compose(overrides: list[str] | tuple[str, ...] = (), config_name: str = "con
 
 
 def _positive(value, name: str, allow_zero: bool = False) -> None:
-    ok = value is not None and (value >= 0 if allow_zero else value > 0)
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    ok = number and (value >= 0 if allow_zero else value > 0)
     if not ok:
         kind = "non-negative" if allow_zero else "positive"
         raise ConfigError(f"{name} must be {kind}, got {value}; set it with {name}=<{kind} number>.")
@@ -113,16 +114,35 @@ def validate(cfg: DictConfig) -> None:
     sizes = cfg.model.get("widths") or cfg.model.get("channels") or []
     for i, w in enumerate(sizes):
         _positive(w, f"model.{'widths' if 'widths' in cfg.model else 'channels'}[{i}]")
-    for key in ("buffer_size", "mem_batch_size", "fisher_batch_size", "temperature"):
-        if cfg.strategy.get(key) is not None:
-            _positive(cfg.strategy[key], f"strategy.{key}")
-    for key in ("ewc_lambda", "alpha"):
-        if cfg.strategy.get(key) is not None:
-            _positive(cfg.strategy[key], f"strategy.{key}", allow_zero=True)
+    _check_strategy(cfg.strategy)
     _positive(cfg.morph.probe_size, "morph.probe_size")
     _check_schedule(cfg)
     OPTIMIZERS.get(cfg.train.optimizer)
     LR_SCHEDULES.get(cfg.train.lr_schedule)
+
+
+def _check_strategy(s: DictConfig) -> None:
+    """Values each strategy needs; the constructors check the same for direct (Python) use."""
+    for key in ("buffer_size", "mem_batch_size", "fisher_batch_size", "temperature", "si_lambda", "mas_lambda",
+                "sample_size", "importance_batch_size", "eps", "clip", "epochs"):
+        if s.get(key) is not None:
+            _positive(s[key], f"strategy.{key}")
+    for key in ("ewc_lambda",):
+        if s.get(key) is not None:
+            _positive(s[key], f"strategy.{key}", allow_zero=True)
+    if s.name == "der":  # beta: null is DER (no label term), not a zero weight
+        _positive(s.alpha, "strategy.alpha")
+        if s.beta is not None and not s.beta > 0:
+            raise ConfigError(f"strategy.beta must be positive, got {s.beta}; set strategy.beta=null for DER without "
+                              f"the label term, or a positive number for DER++.")
+    elif s.name == "mas":
+        if s.alpha is None or not 0 <= s.alpha < 1:
+            raise ConfigError(f"strategy.alpha (MAS's weight of the old importance) must lie in [0, 1), got {s.alpha}.")
+    elif s.get("alpha") is not None:
+        _positive(s.alpha, "strategy.alpha", allow_zero=True)
+    if s.name == "agem" and s.sample_size > s.buffer_size:
+        raise ConfigError(f"strategy.sample_size ({s.sample_size}) is larger than strategy.buffer_size ({s.buffer_size}): "
+                          f"A-GEM draws its reference batch from the memory; lower sample_size or raise buffer_size.")
 
 
 def _check_added_keys(overrides: list[str]) -> None:

@@ -169,6 +169,8 @@ class Strategy:
     - ``net``: the network being trained; ``net(x, t)`` returns logits.
     - ``train_data(stream, index)``: what experience ``index`` trains on (joint: the union so far).
     - ``before_experience(experience)`` / ``after_training(experience)``.
+    - ``epochs(configured)``: epochs over ``train_data`` this experience (``train.epochs`` unless
+      the strategy trains its own data for its own count, as GDumb its memory).
     - ``plugins(settings)``: the plugins this strategy brings, in the order they run.
     - ``replace_net(net, param_map)``: adopt a morphed net; plugins' anchors follow the map.
     - ``report()``: a ``StrategyReport`` of the experience just finished.

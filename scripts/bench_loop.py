@@ -13,6 +13,8 @@ RSS while that loop ran, and the ratios. The last line is JSON for tools and CI.
 
     python scripts/bench_loop.py                 # Split-Fashion-MNIST, 5 experiences, MLP 784-512-10
     python scripts/bench_loop.py --quick         # split digits, a smoke run
+    python scripts/bench_loop.py --strategies    # each baseline's time per experience relative to naive
+                                                 # (neumeta_cl.studies.strategy_cost)
 """
 
 from __future__ import annotations
@@ -129,7 +131,12 @@ def main(argv=None) -> dict:
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.add_argument("--skip-avalanche", action="store_true")
     p.add_argument("--quick", action="store_true", help="split digits, for a smoke run")
+    p.add_argument("--strategies", nargs="*", default=None, metavar="NAME",
+                   help="instead: time per experience of these strategies (default: every baseline) relative to "
+                        "naive, on Split-Fashion-MNIST class-incremental, MLP 2x256, each strategy's config defaults")
     args = p.parse_args(argv)
+    if args.strategies is not None:
+        return strategy_ratios(args)
     if args.quick:
         args.benchmark, args.repeats = "split_digits", 1
     if args.threads:
@@ -205,6 +212,19 @@ def main(argv=None) -> dict:
              if "speedup_vs_avalanche" in figures else ""))
     print(json.dumps(figures))
     return figures
+
+
+def strategy_ratios(args) -> dict:
+    from neumeta_cl.studies import strategy_cost
+
+    names = args.strategies or list(strategy_cost.BASELINES)
+    res = strategy_cost.measure(names, strategy_cost.QUICK if args.quick else strategy_cost.STREAM,
+                                repeats=1 if args.quick else args.repeats, threads=args.threads or 1)
+    print()
+    print(strategy_cost.table(res))
+    print(json.dumps({k: v for k, v in res.items() if k != "stream"} | {"stream": " ".join(res["stream"])},
+                     default=float))
+    return res
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Our naive / ewc / replay next to Avalanche's Naive / EWC / Replay: same stream, net, init and numbers.
+"""Our strategies next to Avalanche's (naive, ewc, replay, si, mas, agem, er_ace, der, gdumb): same stream, net, init and numbers.
 
     python scripts/compare_avalanche.py                       # Split-Fashion-MNIST, 5 exps, seed 0
     python scripts/compare_avalanche.py --seeds 0 1 2         # mean differences over 3 seeds
@@ -20,7 +20,7 @@ os.environ.setdefault("WANDB_DISABLE_GIT", "true")
 import torch  # noqa: E402
 
 from neumeta_cl.reference.avalanche import (  # noqa: E402
-    DEFAULT_BENCHMARK, QUICK_BENCHMARK, QUICK_EPOCHS, STRATEGIES, compare, format_table, json_line,
+    DEFAULT_BENCHMARK, QUICK_BENCHMARK, QUICK_EPOCHS, STRATEGIES, compare, format_table, json_line, merge, save,
 )
 
 
@@ -46,7 +46,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--benchmark", choices=group_choices("benchmark"), default=None,
-                   help=f"a configs/benchmark name (default {DEFAULT_BENCHMARK}; {QUICK_BENCHMARK} with --quick)")
+                   help=f"run every strategy on this configs/benchmark (default: each strategy on the stream it is "
+                        f"meant for: {DEFAULT_BENCHMARK} class-incremental, SI and MAS task-incremental, A-GEM also "
+                        f"permuted_fmnist; {QUICK_BENCHMARK} with --quick)")
     p.add_argument("--strategies", nargs="+", choices=STRATEGIES, default=list(STRATEGIES), metavar="NAME",
                    help=f"any of: {', '.join(STRATEGIES)} (default: all)")
     p.add_argument("--seeds", nargs="+", type=int, default=[0], metavar="SEED",
@@ -67,6 +69,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--avalanche-reset-optimizer", action="store_true",
                    help="reset Avalanche's SGD momentum at every experience (ours always starts a fresh optimizer; "
                         "Avalanche keeps the momentum buffers by default)")
+    p.add_argument("--avalanche-si-as-shipped", action="store_true",
+                   help="run Avalanche's SI as shipped: on the CPU it keeps views of the live weights, so its Omega and "
+                        "penalty are 0 and it trains as Naive (default: with that fixed)")
+    p.add_argument("--save", metavar="PATH", help="also write what --merge needs to PATH (JSON)")
+    p.add_argument("--merge", nargs="+", metavar="PATH",
+                   help="run nothing: one table and JSON line from comparisons saved with --save (e.g. one process "
+                        "per seed: --seeds 0 --save s0.json, --seeds 1 --save s1.json, then --merge s0.json s1.json)")
     p.add_argument("--device", default="cpu", help="cpu or cuda, both sides (default: cpu)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (default: 1; two threads stall badly when another process holds the "
@@ -74,8 +83,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.avalanche_repeats < 1 or args.threads < 1:
         p.error("--avalanche-repeats and --threads must be at least 1")
-    if args.benchmark is None:
-        args.benchmark = QUICK_BENCHMARK if args.quick else DEFAULT_BENCHMARK
+    if args.benchmark is None and args.quick:
+        args.benchmark = QUICK_BENCHMARK
     if args.epochs is None and args.quick:
         args.epochs = QUICK_EPOCHS
     return args
@@ -84,11 +93,18 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     torch.set_num_threads(1)  # until --threads is read: importing and composing already runs torch ops
     args = parse_args(argv)
-    print(f"compare_avalanche: {args.benchmark}, strategies {' '.join(args.strategies)}, seeds "
+    if args.merge:
+        res = merge(args.merge)
+        print(format_table(res))
+        print(json_line(res))
+        return 0
+    print(f"compare_avalanche: {args.benchmark or 'each strategy on its own stream'}, strategies {' '.join(args.strategies)}, seeds "
           f"{' '.join(map(str, args.seeds))}", flush=True)
     res = compare(args.benchmark, args.strategies, args.seeds, args.epochs, args.ewc_lambda, args.extra, args.device,
                   args.avalanche_repeats, args.avalanche_reset_optimizer, args.threads,
-                  log=lambda m: print(m, flush=True))
+                  log=lambda m: print(m, flush=True), patch_si=not args.avalanche_si_as_shipped)
+    if args.save:
+        save(res, args.save)
     print()
     print(format_table(res))
     print(json_line(res))

@@ -27,3 +27,30 @@ def test_quick_naive_agrees_with_avalanche():
     line = json.loads(avalanche.json_line(res))  # the script's last line: strict JSON, rounded
     assert line["max_acc_diff"] == pytest.approx(res["max_acc_diff"], abs=1e-4)
     assert line["strategies"]["naive"]["per_seed"][0]["b"] == naive["per_seed"][0]["b"]
+
+
+def test_each_method_is_compared_where_it_is_meant_to_run():
+    cases = {label: (name, bm, ov) for label, name, bm, ov in avalanche.cases_for(avalanche.STRATEGIES, None)}
+    assert cases["si"][2] == ["benchmark.scenario=task"] and cases["mas"][2][0] == "benchmark.scenario=task"
+    assert cases["agem"][:2] == ("agem", "split_fmnist") and cases["agem_permuted"][:2] == ("agem", "permuted_fmnist")
+    for label in ("replay", "agem", "agem_permuted", "er_ace", "der", "gdumb"):
+        assert "strategy.buffer_size=500" in cases[label][2]
+    assert [c[0] for c in avalanche.cases_for(["der"], "split_digits")] == ["der"]  # one benchmark for all
+
+
+def test_si_copies_weights_patches_only_inside_the_block():
+    from avalanche.training.plugins.synaptic_intelligence import SynapticIntelligencePlugin as SIP
+
+    original = SIP.__dict__["extract_weights"]
+    net = torch.nn.Linear(3, 2)
+    target = {n: type("Box", (), {})() for n, _ in net.named_parameters()}
+    with avalanche.si_copies_weights():
+        SIP.extract_weights(net, target, set())
+        with torch.no_grad():
+            net.weight.add_(1.0)
+        assert not torch.equal(target["weight"].data, net.weight.detach().flatten())  # a copy, not a view
+    assert SIP.__dict__["extract_weights"] is original
+    SIP.extract_weights(net, target, set())
+    with torch.no_grad():
+        net.weight.add_(1.0)
+    assert torch.equal(target["weight"].data, net.weight.detach().flatten())  # as shipped: a view on the CPU

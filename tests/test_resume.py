@@ -36,6 +36,12 @@ SMALL = {  # per strategy: settings that keep it quick on digits
     "prune_grow": ["benchmark.scenario=task", "strategy.retrain_steps=5"],
     "replay": ["strategy.buffer_size=100"],
     "grow_ewc": ["strategy.grow_by=8", "model.widths=[32]"],
+    "agem": ["strategy.buffer_size=100"],
+    "er_ace": ["strategy.buffer_size=100"],
+    "der": ["strategy.buffer_size=100"],
+    "gdumb": ["strategy.buffer_size=100", "strategy.epochs=10"],
+    "mas": ["benchmark.scenario=task", "strategy.mas_lambda=0.1"],  # lr 0.05 with lambda 1 is past stability here
+    "si": ["benchmark.scenario=task"],
 }
 MORPHS = {  # a morph before the kill (its structure must come back) and one after it
     "default": "morph.schedule=[{at:2,op:widen,layer:0,to:64},{at:4,op:deepen,after:0}]",
@@ -124,7 +130,12 @@ def test_sigkill_during_experience_3_then_rerun_gives_the_uninterrupted_run(tmp_
         assert resumed["experiences"][-1]["widths"] == results(clean)["experiences"][-1]["widths"]
 
 
-@pytest.mark.parametrize("strategy", STRATEGIES.names())
+# 20-35 s each on digits: `make test-slow` runs them (gdumb, 5 s, stays in the default suite).
+SLOW_TWICE = {"agem", "er_ace", "der", "mas", "si"}
+
+
+@pytest.mark.parametrize("strategy", [pytest.param(s, marks=pytest.mark.slow if s in SLOW_TWICE else ())
+                                      for s in STRATEGIES.names()])
 def test_the_same_command_twice_gives_the_same_R(tmp_path, strategy):
     ov = overrides(strategy, False, tmp_path)
     a = run_continual(load(ov)).outcome.R

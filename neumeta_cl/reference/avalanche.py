@@ -1,5 +1,11 @@
-"""Checking our strategies against Avalanche's: our naive / ewc / replay next to Avalanche's Naive /
-EWC / Replay on the same stream, net, init and numbers. ``scripts/compare_avalanche.py`` is its command line.
+"""Checking our strategies against Avalanche's: our naive / ewc / replay / si / mas / agem / er_ace /
+der / gdumb next to Avalanche's Naive / EWC / Replay / SynapticIntelligence / MAS / AGEM / ER_ACE / DER
+/ GDumb on the same stream, net, init and numbers. ``scripts/compare_avalanche.py`` is its command line.
+
+Without ``--benchmark`` each method runs where it is meant to (``CASES``): naive, ewc, replay,
+A-GEM, ER-ACE, DER++ and GDumb class-incremental on Split-Fashion-MNIST (memory of 500); SI and MAS
+task-incremental on Split-Fashion-MNIST (one head per task); A-GEM also domain-incremental on
+Permuted-Fashion-MNIST. ``max_acc_diff`` is over all of them.
 
 What is shared, per seed:
 - the stream: Avalanche trains and evaluates on ``build_stream(...).benchmark``, the very benchmark
@@ -20,6 +26,17 @@ ACC and BWT follow DESIGN.md (BWT averages over T-1 experiences, the GEM paper's
 
 Avalanche-side choices, and why:
 - Naive:  ``avalanche.training.Naive``.
+- SI:     ``SynapticIntelligence(si_lambda, eps)`` (its Omega clip 0.001 is hard-coded: another
+          ``strategy.clip`` is refused), run inside ``si_copies_weights`` (Avalanche's CPU aliasing
+          fixed, FINDINGS 6) and with SGD's momentum reset at every experience (FINDINGS 7).
+- MAS:    ``MAS(lambda_reg=mas_lambda, alpha)``.
+- A-GEM:  ``AGEM(patterns_per_exp = buffer_size // n_experiences, sample_size)``. Avalanche's memory
+          grows by that many per experience; ours is experience-balanced within ``buffer_size``
+          (both hold ``buffer_size`` after the last experience; ours holds more before).
+- ER-ACE: ``ER_ACE(mem_size=buffer_size, batch_size_mem)``; DER: ``DER(mem_size, batch_size_mem,
+          alpha, beta)`` (``beta: null`` -> 0.0); GDumb: ``GDumb(mem_size)`` with ``train_epochs =
+          strategy.epochs``. Avalanche's GDumb memory is a class-balanced reservoir, ours the paper's
+          greedy sampler; on class-incremental streams both are a uniform sample of each class.
 - EWC:    ``avalanche.training.EWC(ewc_lambda, mode)``; our ``online`` maps to Avalanche's
           ``online`` with ``decay_factor = strategy.decay``. Avalanche computes the Fisher with
           ``train_mb_size`` mini-batches; ours with ``strategy.fisher_batch_size`` (default: the
@@ -68,10 +85,37 @@ FINDINGS (measured with the script; default stream unless said otherwise)
    permuted_digits (--quick) scored 77.0 vs Avalanche's 92.8. It now keeps a reservoir per class
    across experiences, as Avalanche's ClassBalancedBuffer does: 93.03 vs 93.64 (seeds 0 1,
    -0.61 +- 0.94 points).
+6. Avalanche 0.6's SI does nothing on the CPU. ``SynapticIntelligencePlugin.extract_weights`` stores
+   ``param.detach().cpu().flatten()``: a copy on a CUDA device, a view of the live parameter on the
+   CPU, so the step's start, the experience's start and the anchor all move with the weights;
+   the path integral, Omega and the penalty are exactly 0 (``tests/test_baselines.py`` shows Omega
+   all zeros as shipped, and equal to ours with ``si_copies_weights``). The comparison runs the
+   fixed version; ``--avalanche-si-as-shipped`` runs the original.
+7. SI with SGD momentum carried across experiences (Avalanche's default) diverged on the Avalanche
+   side (task-incremental Split-FMNIST, seed 0, si_lambda 100: loss inf in experience 2); ours,
+   which builds a fresh optimizer per experience, did not. With Avalanche's optimizer reset per
+   experience the two agree (seed 0: 93.97 vs 93.36), so ``RESET_OPTIMIZER`` does that for SI.
+   Likely mechanism (not instrumented): Omega is clipped from above only, and a weight that the
+   old momentum pushes uphill and that ends near its start gets Omega = -w / (Delta^2 + 1e-7),
+   large and negative, which turns its penalty into a concave quadratic.
+8. A-GEM on class-incremental Split-FMNIST: per-seed differences -8.97, +0.01, +7.32 points, mean
+   -0.55. ACC is the last experience's accuracy / 5 plus whether one old experience partially
+   survives (Avalanche seed 0: R[4,0] = 41.7 vs ours 0.0; ours seed 2: R[4,2] = 32.1 vs 10.1),
+   a coin toss per seed on both sides. Domain-incremental (permuted), where A-GEM protects old
+   experiences, the two agree on every seed (+0.57, +0.78, +0.05). Checked equal: the projection
+   (against ``AGEMPlugin.after_backward``), the reference loss. Differs by design: Avalanche's
+   memory grows by buffer_size // T per experience, ours is buffer_size from the first.
+9. DER++ has the largest mean gap, -1.66 +- 1.07 (ours lower on every seed: -0.45, -2.05, -2.49):
+   within the target, and the three seeds cannot tell a small systematic gap from noise (replay's
+   single seeds differ by up to 2 points). Equal by construction: the loss terms, one memory batch
+   for both replay terms, logits stored after the experience in eval mode, class-balanced memory.
+   Not shared: batch order, which memory rows each step draws (Avalanche cycles a shuffled loader
+   over the memory, ours draws fresh rows per step), and the buffer's random keys.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -85,12 +129,39 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-STRATEGIES = ("naive", "ewc", "replay")
 DEFAULT_BENCHMARK = "split_fmnist"
 QUICK_BENCHMARK = "split_digits"
 # Digits has ~290 training samples per experience, so 1 epoch is 3 SGD steps. 30 epochs learn each
 # experience to ~95-100%, where mini-batch order hardly matters (at 10 the diff noise is ~4 points).
 QUICK_EPOCHS = 30
+
+STRATEGIES = ("naive", "ewc", "replay", "si", "mas", "agem", "er_ace", "der", "gdumb")
+# Where each method is compared when no --benchmark is given: the scenario it is meant for.
+# label -> (strategy, benchmark, overrides). A-GEM also runs domain-incremental.
+# SI's Avalanche side resets SGD's momentum at every experience, as ours does (see FINDINGS):
+# with the momentum carried over, its unbounded-below Omega made Avalanche diverge.
+RESET_OPTIMIZER = {"si"}
+MEMORY_500 = ["strategy.buffer_size=500"]
+CASES = {
+    "naive": ("naive", DEFAULT_BENCHMARK, []),
+    "ewc": ("ewc", DEFAULT_BENCHMARK, []),
+    "replay": ("replay", DEFAULT_BENCHMARK, MEMORY_500),
+    "si": ("si", DEFAULT_BENCHMARK, ["benchmark.scenario=task"]),
+    "mas": ("mas", DEFAULT_BENCHMARK, ["benchmark.scenario=task", "strategy.mas_lambda=1.0"]),  # as measured
+    "agem": ("agem", DEFAULT_BENCHMARK, MEMORY_500),
+    "agem_permuted": ("agem", "permuted_fmnist", MEMORY_500),
+    "er_ace": ("er_ace", DEFAULT_BENCHMARK, MEMORY_500),
+    "der": ("der", DEFAULT_BENCHMARK, MEMORY_500),
+    "gdumb": ("gdumb", DEFAULT_BENCHMARK, MEMORY_500),
+}
+
+
+def cases_for(strategies, benchmark: str | None) -> list[tuple[str, str, str, list[str]]]:
+    """(label, strategy, benchmark, overrides) to run: each strategy in its own scenario(s), or all
+    of them on ``benchmark`` when one is given."""
+    if benchmark is not None:
+        return [(name, name, benchmark, []) for name in strategies]
+    return [(label, name, bm, list(ov)) for label, (name, bm, ov) in CASES.items() if name in strategies]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -187,6 +258,33 @@ def _divergence_guard():
     return DivergenceGuard()
 
 
+@contextlib.contextmanager
+def si_copies_weights():
+    """Avalanche 0.6's SI with its CPU aliasing fixed, for as long as the block runs.
+
+    ``SynapticIntelligencePlugin.extract_weights`` stores ``param.detach().cpu().flatten()``: on a
+    CUDA device that is a copy, on the CPU it is a *view of the live parameter*. Every snapshot
+    (the step's start, the experience's start, the anchor) then moves with the weights, so on the
+    CPU the path integral, Omega and the penalty are all exactly 0 and Avalanche's SI trains as
+    Naive. The fix is the copy the GPU path already makes (``.clone()``). The static methods call
+    each other through the class name, so the class attribute itself is patched (and restored).
+    """
+    from avalanche.training.plugins.synaptic_intelligence import SynapticIntelligencePlugin as SIP
+
+    original = SIP.__dict__["extract_weights"]
+
+    @torch.no_grad()
+    def extract_weights(model, target, excluded_parameters):
+        for name, param in SIP.allowed_parameters(model, excluded_parameters):
+            target[name].data = param.detach().cpu().flatten().clone()
+
+    SIP.extract_weights = staticmethod(extract_weights)
+    try:
+        yield
+    finally:
+        SIP.extract_weights = original
+
+
 def build_avalanche_strategy(name: str, model, cfg, device: str):
     from avalanche.evaluation.metrics import accuracy_metrics
     from avalanche.training import EWC, Naive
@@ -222,7 +320,52 @@ def build_avalanche_strategy(name: str, model, cfg, device: str):
                               storage_policy=policy)
         common["plugins"].append(plugin)
         return Naive(**common)
+    if name in ("si", "mas", "agem", "er_ace", "der", "gdumb"):
+        return _memory_or_importance_strategy(name, common, cfg)
     raise ConfigError(f"No Avalanche counterpart for strategy '{name}'; choose among {', '.join(STRATEGIES)}.")
+
+
+def _refuse(cond: bool, message: str) -> None:
+    from neumeta_cl.errors import ConfigError
+
+    if cond:
+        raise ConfigError(message)
+
+
+def _memory_or_importance_strategy(name: str, common: dict, cfg):
+    """Avalanche's SI / MAS / AGEM / ER_ACE / DER / GDumb with our config's numbers.
+
+    Settings Avalanche cannot express are refused rather than compared with something else."""
+    from avalanche.training import AGEM, DER, ER_ACE, MAS, GDumb, SynapticIntelligence
+
+    s, t = cfg.strategy, cfg.train
+    mem_batch = int(s.get("mem_batch_size") or t.batch_size)
+    if name == "si":
+        _refuse(s.clip != 0.001, "Avalanche's SI clips Omega at 0.001 (hard-coded); leave strategy.clip=0.001 to compare.")
+        return SynapticIntelligence(si_lambda=float(s.si_lambda), eps=float(s.eps), **common)
+    if name == "mas":
+        _refuse(s.importance_batch_size not in (None, t.batch_size),
+                "Avalanche's MAS estimates importance with train_mb_size batches; leave strategy.importance_batch_size=null.")
+        return MAS(lambda_reg=float(s.mas_lambda), alpha=float(s.alpha), **common)
+    if name == "agem":
+        # Avalanche's memory keeps patterns_per_exp samples of every experience (it grows); ours is
+        # experience-balanced within buffer_size. Both hold buffer_size samples after the last experience.
+        _refuse(s.policy != "experience_balanced", "Avalanche's AGEM keeps patterns per experience; leave "
+                "strategy.policy=experience_balanced to compare.")
+        per_exp = int(s.buffer_size) // int(cfg.benchmark.n_experiences)
+        return AGEM(patterns_per_exp=per_exp, sample_size=int(s.sample_size), **common)
+    # GDumb: our default is the paper's greedy sampler, Avalanche's a class-balanced reservoir; on a
+    # class-incremental stream both hold a uniform sample of each class.
+    allowed = ("class_balanced", "greedy_class_balanced") if name == "gdumb" else ("class_balanced",)
+    _refuse(s.policy not in allowed, f"Avalanche's {name} memory is class-balanced; set strategy.policy to one of "
+                                     f"{', '.join(allowed)} to compare.")
+    if name == "er_ace":
+        return ER_ACE(mem_size=int(s.buffer_size), batch_size_mem=mem_batch, **common)
+    if name == "der":
+        return DER(mem_size=int(s.buffer_size), batch_size_mem=mem_batch, alpha=float(s.alpha),
+                   beta=0.0 if s.beta is None else float(s.beta), **common)
+    common["train_epochs"] = int(s.epochs)  # GDumb trains its memory for its own number of epochs
+    return GDumb(mem_size=int(s.buffer_size), **common)
 
 
 _EXP_KEY = re.compile(r"^Top1_Acc_Exp/eval_phase/test_stream/Task\d+/Exp(\d+)$")
@@ -246,7 +389,7 @@ def seed_all(seed: int) -> None:
 
 
 def run_avalanche(name: str, stream, net, cfg, device: str = "cpu", shuffle_seed: int = 0,
-                  reset_optimizer: bool = False):
+                  reset_optimizer: bool = False, patch_si: bool = True):
     """(R, b, wall seconds, divergence message or None) of Avalanche's strategy on ``stream.benchmark``."""
     bm = stream.benchmark
     T = stream.n_experiences
@@ -259,9 +402,10 @@ def run_avalanche(name: str, stream, net, cfg, device: str = "cpu", shuffle_seed
     b = _row(strategy.eval(bm.test_stream), T)
     diverged = None
     try:
-        for i, exp in enumerate(bm.train_stream):
-            strategy.train(exp, **train_kwargs)
-            R[i] = _row(strategy.eval(bm.test_stream), T)
+        with si_copies_weights() if name == "si" and patch_si else contextlib.nullcontext():
+            for i, exp in enumerate(bm.train_stream):
+                strategy.train(exp, **train_kwargs)
+                R[i] = _row(strategy.eval(bm.test_stream), T)
     except Diverged as e:
         diverged = str(e)
     return R, b, time.perf_counter() - t0, diverged
@@ -286,6 +430,7 @@ class Pair:
     ours_diverged: str | None = None
     avl_diverged: str | None = None
     avl_repeats: list[dict] = field(default_factory=list)  # extra Avalanche runs (other shuffle seeds)
+    avl_reset_optimizer: bool = False  # Avalanche's SGD momentum reset at every experience
 
     @property
     def ours(self):
@@ -313,11 +458,14 @@ def _fmt(x, spec=".2f", missing="diverged"):
     return missing if x is None else format(x, spec)
 
 
-def compare(benchmark: str = DEFAULT_BENCHMARK, strategies=STRATEGIES, seeds=(0,), epochs: int | None = None,
+def compare(benchmark: str | None = DEFAULT_BENCHMARK, strategies=STRATEGIES, seeds=(0,), epochs: int | None = None,
             ewc_lambda: float | None = None, extra: list[str] | None = None, device: str = "cpu",
-            avalanche_repeats: int = 1, reset_optimizer: bool = False, threads: int | None = None, log=print) -> dict:
-    """Run every (strategy, seed) on both sides; returns the result dict that the JSON line prints.
-    ``threads``: torch's CPU threads, both sides (our runs set them from the config as well)."""
+            avalanche_repeats: int = 1, reset_optimizer: bool = False, threads: int | None = None, log=print,
+            patch_si: bool = True) -> dict:
+    """Run every (case, seed) on both sides; returns the result dict that the JSON line prints.
+    ``benchmark=None``: each strategy in the scenario it is meant for (``CASES``).
+    ``threads``: torch's CPU threads, both sides (our runs set them from the config as well).
+    ``patch_si``: run Avalanche's SI with its CPU aliasing fixed (``si_copies_weights``)."""
     from neumeta_cl.config import load
     from neumeta_cl.run import build_stream_from
 
@@ -326,33 +474,88 @@ def compare(benchmark: str = DEFAULT_BENCHMARK, strategies=STRATEGIES, seeds=(0,
     warnings.filterwarnings("ignore", module="avalanche")
     warnings.filterwarnings("ignore", category=UserWarning)
     pairs: list[Pair] = []
-    configs = {}
+    configs, overrides = {}, {}
     with tempfile.TemporaryDirectory(prefix="compare_avalanche-") as tmp:
         for seed in seeds:
-            for name in strategies:
-                cfg = load(config_overrides(benchmark, name, seed, epochs, ewc_lambda, extra or [], device, tmp,
-                                            threads))
-                configs[name] = cfg
+            for label, name, bm, case_ov in cases_for(strategies, benchmark):
+                ov = config_overrides(bm, name, seed, epochs, ewc_lambda, [*case_ov, *(extra or [])], device, tmp,
+                                      threads)
+                ov = [o.replace(f"run_name=compare-{name}-", f"run_name=compare-{label}-") for o in ov]
+                cfg = load(ov)
+                configs[label] = cfg
+                overrides[label] = ov
                 stream = build_stream_from(cfg)  # memoised: run_continual gets this same object
                 ours_R, ours_b, ours_s, init, ours_div = run_ours(cfg)
                 assert stream is build_stream_from(cfg), "the stream memo was evicted; Avalanche would see another stream"
+                reset = reset_optimizer or label in RESET_OPTIMIZER
                 avl_R, avl_b, avl_s, avl_div = run_avalanche(name, stream, copy.deepcopy(init), cfg, device, seed,
-                                                             reset_optimizer)
-                pair = Pair(name, seed, ours_R, ours_b, avl_R, avl_b, ours_s, avl_s, ours_div, avl_div)
+                                                             reset, patch_si)
+                pair = Pair(label, seed, ours_R, ours_b, avl_R, avl_b, ours_s, avl_s, ours_div, avl_div)
                 for r in range(1, avalanche_repeats):  # same stream and init, another mini-batch order
                     R, b, sec, div = run_avalanche(name, stream, copy.deepcopy(init), cfg, device, seed + 7919 * r,
-                                                   reset_optimizer)
+                                                   reset, patch_si)
                     pair.avl_repeats.append({"shuffle_seed": seed + 7919 * r, **summary(R, b, div), "seconds": sec,
                                              "diverged": div})
+                pair.avl_reset_optimizer = reset
                 pairs.append(pair)
-                log(f"  {name:7s} seed {seed}: ours ACC {_fmt(pair.ours['acc'], '6.2f')} ({ours_s:5.1f} s) | "
+                log(f"  {label:13s} seed {seed}: ours ACC {_fmt(pair.ours['acc'], '6.2f')} ({ours_s:5.1f} s) | "
                     f"Avalanche ACC {_fmt(pair.avl['acc'], '6.2f')} ({avl_s:5.1f} s)"
                     + "".join(f" | Avalanche shuffle {x['shuffle_seed']} ACC {_fmt(x['acc'], '6.2f')}"
                               for x in pair.avl_repeats))
                 for side, msg in (("ours", ours_div), ("Avalanche", avl_div)):
                     if msg:
                         log(f"    {side} diverged: {msg}")
-    return summarise(pairs, configs, benchmark, seeds, reset_optimizer)
+    res = summarise(pairs, configs, benchmark or "per strategy", seeds, reset_optimizer)
+    res["avalanche_si"] = "aliasing fixed (si_copies_weights)" if patch_si else "as shipped"
+    res["_saved"] = {"pairs": [pair_to_dict(p) for p in pairs], "overrides": overrides,
+                     "benchmark": benchmark or "per strategy", "reset_optimizer": reset_optimizer,
+                     "avalanche_si": res["avalanche_si"]}
+    return res
+
+
+# ----------------------------------------------------------------------------------------------
+# Saving and merging: seeds (or cases) run as separate processes, one table and JSON line for all.
+
+
+def pair_to_dict(p: Pair) -> dict:
+    arr = lambda a: np.asarray(a, dtype=float).tolist()  # noqa: E731  (NaN stays NaN: json allows it here)
+    return {"strategy": p.strategy, "seed": p.seed, "ours_R": arr(p.ours_R), "ours_b": arr(p.ours_b),
+            "avl_R": arr(p.avl_R), "avl_b": arr(p.avl_b), "ours_seconds": p.ours_seconds,
+            "avl_seconds": p.avl_seconds, "ours_diverged": p.ours_diverged, "avl_diverged": p.avl_diverged,
+            "avl_repeats": p.avl_repeats, "avl_reset_optimizer": p.avl_reset_optimizer}
+
+
+def save(res: dict, path) -> None:
+    """Everything ``merge`` needs to rebuild the comparison (``res["_saved"]``), as JSON."""
+    from pathlib import Path
+
+    Path(path).write_text(json.dumps(res["_saved"]))
+
+
+def merge(paths) -> dict:
+    """One result from several saved comparisons (e.g. one process per seed)."""
+    from pathlib import Path
+
+    from neumeta_cl.config import load
+
+    pairs, overrides, saved = [], {}, []
+    for path in paths:
+        d = json.loads(Path(path).read_text())
+        saved.append(d)
+        overrides.update(d["overrides"])
+        for x in d["pairs"]:
+            pairs.append(Pair(x["strategy"], x["seed"], *(np.asarray(x[k]) for k in ("ours_R", "ours_b", "avl_R", "avl_b")),
+                              x["ours_seconds"], x["avl_seconds"], x["ours_diverged"], x["avl_diverged"],
+                              x["avl_repeats"], x["avl_reset_optimizer"]))
+    order = list(CASES) + [k for k in overrides if k not in CASES]
+    pairs.sort(key=lambda p: (order.index(p.strategy) if p.strategy in order else len(order), p.seed))
+    configs = {label: load(ov) for label, ov in overrides.items()}
+    configs = {k: configs[k] for k in dict.fromkeys(p.strategy for p in pairs)}
+    seeds = sorted({p.seed for p in pairs})
+    res = summarise(pairs, configs, saved[0]["benchmark"], seeds, saved[0]["reset_optimizer"])
+    res["avalanche_si"] = saved[0]["avalanche_si"]
+    res["merged_from"] = [str(p) for p in paths]
+    return res
 
 
 def _mean(xs):
@@ -390,6 +593,8 @@ def summarise(pairs: list[Pair], configs: dict, benchmark, seeds, reset_optimize
             "ours_seconds": sum(p.ours_seconds for p in ps), "avalanche_seconds": sum(p.avl_seconds for p in ps),
             "b_max_abs_diff": 100 * float(max(np.abs(p.ours_b - p.avl_b).max() for p in ps)),
             "strategy_config": to_dict(configs[name].strategy),
+            "benchmark": configs[name].benchmark.name, "scenario": configs[name].benchmark.scenario,
+            "avalanche_reset_optimizer": any(p.avl_reset_optimizer for p in ps),
             "per_seed": [
                 {"seed": p.seed, "ours_acc": p.ours["acc"], "avalanche_acc": p.avl["acc"],
                  "ours_bwt": p.ours["bwt"], "avalanche_bwt": p.avl["bwt"],
@@ -432,12 +637,12 @@ def summarise(pairs: list[Pair], configs: dict, benchmark, seeds, reset_optimize
 
 def format_table(res: dict) -> str:
     n = len(res["seeds"])
-    head = ["strategy", "ours ACC", "Avalanche ACC", "diff (points)", "ours BWT", "Avalanche BWT", "ours s",
+    head = ["strategy", "stream", "ours ACC", "Avalanche ACC", "diff (points)", "ours BWT", "Avalanche BWT", "ours s",
             "Avalanche s"]
     rows, notes = [], []
     for name, e in res["strategies"].items():
         diff = _fmt(e["acc_diff"], "+.2f", "n/a") + (f" ± {e['acc_diff_std']:.2f}" if e["acc_diff_std"] is not None else "")
-        rows.append([name, _fmt(e["ours_acc"], missing="n/a"), _fmt(e["avalanche_acc"], missing="n/a"), diff,
+        rows.append([name, f"{e['benchmark']} ({e['scenario']})", _fmt(e["ours_acc"], missing="n/a"), _fmt(e["avalanche_acc"], missing="n/a"), diff,
                      _fmt(e["ours_bwt"], missing="n/a"), _fmt(e["avalanche_bwt"], missing="n/a"),
                      f"{e['ours_seconds']:.1f}", f"{e['avalanche_seconds']:.1f}"])
         for d in e["diverged"]:
@@ -453,7 +658,9 @@ def format_table(res: dict) -> str:
                f"(largest single seed: {_fmt(res['max_acc_diff_any_seed'], missing='n/a')}); target <= "
                f"{res['target_points']:g}: {'MET' if res['within_target'] else 'NOT MET'}")
     out = [
-        f"{res['benchmark']} ({res['scenario']}-incremental, {res['n_experiences']} experiences), {arch}, "
+        (f"{res['benchmark']} ({res['scenario']}-incremental" if res["benchmark"] != "per strategy"
+         else "each strategy on the stream it is meant for (buffer 500 for the memory methods"
+         ) + f", {res['n_experiences']} experiences), {arch}, "
         f"{res['epochs']} epoch(s)/experience, batch {res['batch_size']}, {res['optimizer']} lr {res['lr']} "
         f"momentum {res['momentum']}, seeds {' '.join(map(str, res['seeds']))}",
         "ACC/BWT in accuracy points" + (", mean over seeds; diff: mean ± std over seeds" if n > 1 else "")
@@ -472,7 +679,7 @@ def format_table(res: dict) -> str:
 def rounded(x, digits: int = 4):
     """Floats rounded for the JSON line (accuracy points to 1e-4, seconds to 0.1 ms)."""
     if isinstance(x, float):
-        return round(x, digits)
+        return float(f"{x:.{digits}g}") if 0 < abs(x) < 1e-3 else round(x, digits)  # eps=1e-7 stays 1e-7
     if isinstance(x, dict):
         return {k: rounded(v, digits) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
@@ -482,4 +689,4 @@ def rounded(x, digits: int = 4):
 
 def json_line(res: dict) -> str:
     """The result as one line of strict JSON, floats rounded (the last line the script prints)."""
-    return json.dumps(rounded(res), allow_nan=False, separators=(",", ":"))
+    return json.dumps(rounded({k: v for k, v in res.items() if k != "_saved"}), allow_nan=False, separators=(",", ":"))

@@ -180,7 +180,7 @@ class ContinualRunner:
             callbacks.append(stability)
         for p in self.plugins:
             callbacks.extend(p.training_callbacks(self))
-        trainer = make_trainer(self.epochs, callbacks, **self.trainer_kwargs)
+        trainer = make_trainer(self.strategy.epochs(self.epochs), callbacks, **self.trainer_kwargs)
         t0 = time.perf_counter()
         trainer.fit(self.strategy, datamodule=data)
         fit_seconds = time.perf_counter() - t0

@@ -17,10 +17,17 @@ from neumeta_cl.strategies.lwf import Distillation, LwF
 from neumeta_cl.strategies.naive import Joint, Naive
 from neumeta_cl.strategies.neumeta import NeuMeta
 from neumeta_cl.strategies.replay import Replay, ReplayBuffer
+from neumeta_cl.strategies.si import SI
+from neumeta_cl.strategies.mas import MAS
+from neumeta_cl.strategies.agem import AGEM
+from neumeta_cl.strategies.er_ace import ERACE
+from neumeta_cl.strategies.der import DER
+from neumeta_cl.strategies.gdumb import GDumb
 
 STRATEGIES: Registry = Registry("strategy", "strategies")
 for _name, _cls in {"naive": Naive, "joint": Joint, "ewc": EWC, "replay": Replay, "lwf": LwF,
-                    "grow_ewc": GrowEWC, "prune_grow": PruneGrow, "neumeta": NeuMeta}.items():
+                    "grow_ewc": GrowEWC, "prune_grow": PruneGrow, "neumeta": NeuMeta,
+                    "si": SI, "mas": MAS, "agem": AGEM, "er_ace": ERACE, "der": DER, "gdumb": GDumb}.items():
     STRATEGIES.register(_name)(_cls)
 
 
@@ -41,4 +48,5 @@ def build_strategy(cfg: dict, net: nn.Module, optim: OptimConfig, batch_size: in
 __all__ = [
     "STRATEGIES", "OPTIMIZERS", "LR_SCHEDULES", "build_strategy", "ContinualModule", "OptimConfig",
     "Naive", "Joint", "NeuMeta", "EWC", "GrowEWC", "PruneGrow", "UnitPacking", "EWCPenalty", "Replay", "ReplayBuffer", "LwF", "Distillation",
+    "SI", "MAS", "AGEM", "ERACE", "DER", "GDumb",
 ]

@@ -56,6 +56,11 @@ class ContinualModule(pl.LightningModule):
     def before_experience(self, experience: TensorExperience) -> None:
         self.experience_index = experience.index
 
+    def epochs(self, configured: int) -> int:
+        """Epochs over ``train_data`` in this experience: ``train.epochs``, unless the strategy trains
+        a data set of its own for its own count (GDumb: its small memory, from scratch)."""
+        return configured
+
     def after_training(self, experience: TensorExperience) -> None:
         """Consolidation of the strategy itself, after its plugins' ``after_training``."""
 
@@ -101,14 +106,21 @@ class ContinualModule(pl.LightningModule):
         return self.net(x, t)
 
     def training_batch(self, batch):
-        """The batch the loss is computed on; replay appends buffered samples here."""
+        """The batch the loss is computed on; replay appends buffered samples here (after the
+        current ones, so ``criterion`` can tell them apart)."""
         return batch
 
+    def criterion(self, logits: torch.Tensor, y: torch.Tensor, n_current: int) -> torch.Tensor:
+        """The data term: cross-entropy over the whole batch. ``logits[:n_current]`` are the current
+        experience's samples, the rest came from a memory (ER-ACE and DER weigh them apart)."""
+        return F.cross_entropy(logits, y)
+
     def compute_loss(self, batch) -> torch.Tensor:
-        """Cross-entropy on the (possibly extended) batch plus every plugin's loss term."""
+        """``criterion`` on the (possibly extended) batch plus every plugin's loss term."""
+        n_current = len(batch[0])
         x, y, t = self.training_batch(batch)
         logits = self.net(x, t)
-        loss = F.cross_entropy(logits, y)
+        loss = self.criterion(logits, y, n_current)
         for part in self.parts:
             loss = loss + part.loss(self, x, t, logits)
         return loss

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from neumeta_cl.errors import ConfigError
-from neumeta_cl.protocol import Plugin
+from neumeta_cl.strategies.importance import Importance, QuadraticPenalty, merge_shared, quadratic_penalty
 from neumeta_cl.strategies.base import ContinualModule
 from neumeta_cl.strategies.optim import OptimConfig
 
@@ -42,17 +42,25 @@ def diagonal_fisher(net: nn.Module, x: torch.Tensor, y: torch.Tensor, t: torch.T
 
 def ewc_penalty(net: nn.Module, anchors: list[tuple[dict, dict]]) -> torch.Tensor:
     """sum over anchors (F, theta*) of sum_i F_i (theta_i - theta*_i)^2; parameters added since are free."""
-    params = dict(net.named_parameters())
-    total = torch.zeros((), device=next(net.parameters()).device)
-    for fisher, star in anchors:
-        for name, f in fisher.items():
-            p = params.get(name)
-            if p is not None and p.shape == f.shape:
-                total = total + (f * (p - star[name]) ** 2).sum()
-    return total
+    return quadratic_penalty(net, anchors)
 
 
-class EWCPenalty(Plugin):
+class FisherImportance(Importance):
+    """EWC's Omega: the diagonal Fisher of the experience just learned (``diagonal_fisher``)."""
+
+    def __init__(self, batch_size: int = 128, decay: float = 1.0):
+        self.batch_size, self.decay = batch_size, decay
+
+    def estimate(self, net, experience, device):
+        return diagonal_fisher(net, experience.x.to(device), experience.y.to(device), experience.t.to(device),
+                               self.batch_size)
+
+    def merge(self, old, new):
+        """Online EWC: F <- decay * F_old + F_new."""
+        return merge_shared(old, new, lambda o, n: self.decay * o + n)
+
+
+class EWCPenalty(QuadraticPenalty):
     def __init__(self, ewc_lambda: float, mode: str = "separate", decay: float = 1.0, fisher_batch_size: int = 128):
         if mode not in ("separate", "online"):
             raise ConfigError(f"Unknown EWC mode '{mode}'; valid modes are: online, separate.")
@@ -60,42 +68,9 @@ class EWCPenalty(Plugin):
             raise ConfigError(f"strategy.ewc_lambda must be >= 0, got {ewc_lambda}.")
         if not 0.0 <= decay <= 1.0:
             raise ConfigError(f"strategy.decay must lie in [0, 1], got {decay}.")
+        super().__init__(ewc_lambda, FisherImportance(fisher_batch_size, decay),
+                         keep="merge" if mode == "online" else "separate", name="ewc_lambda")
         self.ewc_lambda, self.mode, self.decay, self.fisher_batch_size = ewc_lambda, mode, decay, fisher_batch_size
-        self.anchors: list[tuple[dict, dict]] = []  # (fisher, theta*) per anchor
-
-    def loss(self, strategy, x, t, logits):
-        if not self.anchors or self.ewc_lambda == 0:
-            return 0.0
-        device = next(strategy.net.parameters()).device
-        if next(iter(self.anchors[0][0].values())).device != device:  # anchors restored from a checkpoint
-            self.anchors = [({k: v.to(device) for k, v in f.items()}, {k: v.to(device) for k, v in s.items()})
-                            for f, s in self.anchors]
-        return self.ewc_lambda * ewc_penalty(strategy.net, self.anchors)
-
-    def remap(self, param_map) -> None:
-        """Follow a morph: copied units keep their (rescaled) importance, new units start free."""
-        self.anchors = [(param_map.remap_importance(f), param_map.remap_anchor(s)) for f, s in self.anchors]
-
-    def state_dict(self) -> dict:
-        return {"anchors": [{"fisher": f, "star": s} for f, s in self.anchors]}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.anchors = [(a["fisher"], a["star"]) for a in state["anchors"]]
-
-    def after_training(self, run) -> None:
-        net, experience, device = run.strategy.net, run.experience, run.device
-        fisher = diagonal_fisher(
-            net, experience.x.to(device), experience.y.to(device), experience.t.to(device), self.fisher_batch_size
-        )
-        star = {name: p.detach().clone() for name, p in net.named_parameters()}
-        if self.mode == "online" and self.anchors:
-            old_fisher, _ = self.anchors[0]
-            for name, f in fisher.items():
-                if name in old_fisher and old_fisher[name].shape == f.shape:
-                    f += self.decay * old_fisher[name]
-            self.anchors = [(fisher, star)]
-        else:
-            self.anchors.append((fisher, star))
 
 
 class EWC(ContinualModule):
