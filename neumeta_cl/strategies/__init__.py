@@ -17,10 +17,13 @@ from neumeta_cl.strategies.lwf import Distillation, LwF
 from neumeta_cl.strategies.naive import Joint, Naive
 from neumeta_cl.strategies.neumeta import NeuMeta
 from neumeta_cl.strategies.replay import Replay, ReplayBuffer
+from neumeta_cl.strategies.flow import Flow
+from neumeta_cl.strategies.clewi import Clewi
 
 STRATEGIES: Registry = Registry("strategy", "strategies")
 for _name, _cls in {"naive": Naive, "joint": Joint, "ewc": EWC, "replay": Replay, "lwf": LwF,
-                    "grow_ewc": GrowEWC, "prune_grow": PruneGrow, "neumeta": NeuMeta}.items():
+                    "grow_ewc": GrowEWC, "prune_grow": PruneGrow, "neumeta": NeuMeta,
+                    "flow": Flow, "clewi": Clewi}.items():
     STRATEGIES.register(_name)(_cls)
 
 
@@ -41,4 +44,5 @@ def build_strategy(cfg: dict, net: nn.Module, optim: OptimConfig, batch_size: in
 __all__ = [
     "STRATEGIES", "OPTIMIZERS", "LR_SCHEDULES", "build_strategy", "ContinualModule", "OptimConfig",
     "Naive", "Joint", "NeuMeta", "EWC", "GrowEWC", "PruneGrow", "UnitPacking", "EWCPenalty", "Replay", "ReplayBuffer", "LwF", "Distillation",
+    "Flow", "Clewi",
 ]
