@@ -23,7 +23,8 @@ from neumeta_cl.report import table
 from neumeta_cl.run import RunResult, run_continual
 from neumeta_cl.tracking.results import load_results, write_json_atomic
 
-EXPERIMENT_KEYS = {"name", "description", "overrides", "variants", "strategies", "seeds"}
+EXPERIMENT_KEYS = {"name", "description", "overrides", "variants", "strategies", "seeds",
+                   "landscape"}  # landscape: settings of the loss-landscape study (experiments/paths.yaml)
 
 
 def load_experiment(name_or_path: str) -> dict:

@@ -50,6 +50,7 @@ def build_stream_from(cfg: DictConfig):
         root=b.root, download=b.download,
         fixed_class_order=list(b.fixed_class_order) if b.fixed_class_order is not None else None,
         rotations=list(b.rotations) if b.rotations is not None else None,
+        train_per_experience=b.get("train_per_experience"),  # rotated benchmarks only (their configs have the key)
     )
 
 

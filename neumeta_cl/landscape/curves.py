@@ -84,7 +84,7 @@ def train_bend(path: CurvePath, data, steps: int = 500, lr: float = 0.01, moment
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
     path.bend = {n: v.detach() for n, v in bend.items()}
     path.train_info = {"steps": steps, "lr": lr, "batch_size": batch_size, "train_seconds": time.perf_counter() - t0,
                        "loss_first": losses[0] if losses else None, "loss_last_50": float(sum(losses[-50:]) / max(1, len(losses[-50:])))}

@@ -130,7 +130,7 @@ def train_flow(path: FlowPath, data, steps: int = 300, lr: float = 0.01, momentu
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
     path.train_info = {"steps": steps, "lr": lr, "batch_size": batch_size, "train_seconds": time.perf_counter() - t0,
                        "field_evaluations": path.field.evaluations,
                        "loss_last_50": float(sum(losses[-50:]) / max(1, len(losses[-50:])))}

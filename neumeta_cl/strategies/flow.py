@@ -5,9 +5,10 @@ previous continual solution w_prev, reaching a new minimum w_curr. Then, on a sm
 of every experience seen so far (a ``ReplayBuffer``, updated with experience t first), it moves
 along a path between the two:
 
-- ``path: mcsgd`` (default, the paper's algorithm): the point whose straight lines to w_prev and
-  to w_curr both have low memory loss, found by SGD (``landscape.mode_connectivity.mcsgd_point``);
-  ``line_epochs`` epochs of mini-batch steps of ``line_batch_size`` over the memory;
+- ``path: mcsgd`` (default, the paper's algorithm): the point whose straight line to w_prev has
+  low loss on the memory of earlier experiences and whose line to w_curr has low loss on the
+  current experience, found by SGD (``landscape.mode_connectivity.mcsgd_point``); ``line_epochs``
+  epochs of mini-batch steps of ``line_batch_size`` over the memory;
 - ``path: line | bezier | ode``: the point of the straight line, of a Bezier curve with a bend
   trained on the memory, or of a trained ODE flow (``landscape``), with the lowest memory loss
   (``lowest_point``, ``grid`` evenly spaced t).
@@ -90,6 +91,7 @@ class ModeConnectivity(Plugin):
         self.curve_steps, self.curve_lr, self.grid, self.seed = curve_steps, curve_lr, grid, seed
         self.eval_batch_size = 1024  # set from the run's settings (Flow.plugins)
         self.anchor: dict | None = None  # net_state of the previous continual solution
+        self.earlier = None  # the memory as it was before this experience: (x, y, t) of earlier experiences
         self.moves: list[dict] = []
 
     def state_dict(self) -> dict:
@@ -102,6 +104,10 @@ class ModeConnectivity(Plugin):
         if self.anchor is not None:
             raise MorphError("strategy=flow keeps the previous solution to build a path from; it cannot follow a "
                              "structural morph after experience 0 (both ends of a path need one structure).")
+
+    def before_experience(self, run) -> None:
+        m = self.memory
+        self.earlier = None if len(m) == 0 else (m.x, m.y, m.t)  # update() replaces these tensors, never edits them
 
     def after_training(self, run) -> None:
         net = run.net
@@ -116,7 +122,10 @@ class ModeConnectivity(Plugin):
         seed = self.seed + 1000 * run.index
         detail = {"path": self.path, "memory": len(memory[1])}
         if self.path == "mcsgd":
-            params, info = mcsgd_point(prev, before, memory, self.init_position, self.line_samples, self.line_lr,
+            earlier = tuple(a.to(run.device) for a in self.earlier)
+            exp = run.experience
+            current = tuple(a.to(run.device) for a in (exp.x, exp.y, exp.t))
+            params, info = mcsgd_point(prev, before, earlier, current, self.init_position, self.line_samples, self.line_lr,
                                        self.line_momentum, self.line_epochs, self.line_batch_size, seed)
             with torch.no_grad():
                 for n, p in net.named_parameters():
