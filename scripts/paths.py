@@ -3,7 +3,8 @@
     python scripts/paths.py                      # both parts (landscape ~25 min, rotated-20 ~30 min on 2 cores)
     python scripts/paths.py --part landscape     # barriers, curves, ODE flow, alignment time
     python scripts/paths.py --part rotated       # Rotated-Fashion-MNIST, 20 experiences, 3 seeds
-    python scripts/paths.py --quick              # the same code on small settings (about a minute)
+    python scripts/paths.py --quick              # the same code on small settings (a few minutes)
+    python scripts/paths.py --from runs/paths    # re-read finished runs (landscape.json, rotated runs)
 
 The last line is JSON: barrier_reduction_mlp, barrier_reduction_mlp_repair, bezier_over_linear,
 ode_over_bezier, align_seconds, acc_rotated20 ({strategy: [mean, std]}), and the rest of the figures.
@@ -26,6 +27,7 @@ def main(argv=None) -> dict:
     p.add_argument("--quick", action="store_true", help="small settings, same code")
     p.add_argument("--seeds", nargs="+", type=int, help="override the rotated study's seeds")
     p.add_argument("--out", default="runs")
+    p.add_argument("--from", dest="from_dir", help="summarise a finished (or partly finished) output folder")
     p.add_argument("--wandb", choices=["offline", "online", "disabled"], default="offline")
     p.add_argument("overrides", nargs="*", help="KEY=VALUE applied to every run of the rotated study")
     args = p.parse_args(argv)
@@ -42,6 +44,16 @@ def main(argv=None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     console = table.console()
     land = summary = None
+    if args.from_dir:
+        src = Path(args.from_dir)
+        if (src / "landscape.json").exists():
+            land = json.loads((src / "landscape.json").read_text())
+        summary, _ = study.read_rotated(src / "paths", list(spec["strategies"]))
+        if summary is not None:
+            console.print(table.render(summary, f"{spec['description']} · finished runs · mean ± std over seeds"))
+        figs = study.figures(land, summary)
+        print(json.dumps(figs))
+        return figs
     if args.part in ("all", "landscape"):
         land = study.landscape_study(study.settings(spec, args.quick), out, log=console.print)
         (out / "landscape.json").write_text(json.dumps(land))

@@ -158,7 +158,7 @@ def test_distillation_loss_equals_avalanche_lwf():
     ({"name": "replay", "buffer_size": 0}, "buffer_size must be positive"),
     ({"name": "replay", "policy": "fifo"}, "valid policies are"),
     ({"name": "lwf", "beta": 1.0}, "valid keys are: alpha, temperature"),
-    ({"name": "gem"}, "valid strategies are: ewc, grow_ewc, joint, lwf, naive, neumeta, prune_grow, replay"),
+    ({"name": "gem"}, "valid strategies are: clewi, ewc, flow, grow_ewc, joint, lwf, naive, neumeta, prune_grow, replay"),
 ])
 def test_bad_strategy_configs_are_clear_errors(cfg, match):
     with pytest.raises(ConfigError, match=match):

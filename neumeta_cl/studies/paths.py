@@ -182,6 +182,22 @@ def rotated_study(spec: dict, out_root: Path, extra: list[str], on_run_done=None
     return table.summary_frame(table.metrics_frame({k: results[k] for k in order})), results
 
 
+def read_rotated(folder: Path, order: list[str]):
+    """The summary of the finished runs under ``folder`` (a rotated study's output), by strategy."""
+    from neumeta_cl.report import table
+    from neumeta_cl.tracking.results import load_results
+
+    results: dict[str, list[dict]] = {}
+    for file in sorted(Path(folder).glob("*/results.json")):
+        r = load_results(file)
+        if r.get("status") == "completed":
+            results.setdefault(r["config"]["strategy"]["name"], []).append(r)
+    labels = [k for k in order if k in results]
+    if not labels:
+        return None, results
+    return table.summary_frame(table.metrics_frame({k: results[k] for k in labels})), results
+
+
 def figures(land: dict | None, summary=None) -> dict:
     """The JSON line: barrier reductions, path ratios, alignment time, ACC per strategy."""
     out: dict = {}
@@ -245,5 +261,5 @@ def log_wandb(mode: str, out: Path, land: dict | None, figs: dict) -> str | None
     return folder
 
 
-__all__ = ["settings", "train_net", "barrier_grid", "landscape_study", "rotated_spec", "rotated_study", "figures",
+__all__ = ["settings", "train_net", "barrier_grid", "landscape_study", "rotated_spec", "rotated_study", "read_rotated", "figures",
            "log_wandb"]
