@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-QUICK_KEYS = ("train_samples", "stats_samples", "points", "mlp", "cnn", "curve", "flow", "fisher_samples")
+QUICK_KEYS = ("train_samples", "eval_samples", "stats_samples", "points", "mlp", "cnn", "curve", "flow", "fisher_samples")
 
 
 def settings(spec: dict, quick: bool) -> dict:
@@ -31,6 +31,25 @@ def settings(spec: dict, quick: bool) -> dict:
                 s[k] = {**s[k], **q[k]} if isinstance(s.get(k), dict) else q[k]
     s.setdefault("train_samples", None)
     return s
+
+
+def cached_net(kind: str, cfg: dict, seed: int, x, y, folder: Path):
+    """``train_net``'s result, kept in ``folder`` (keyed by its settings) so a rerun does not retrain."""
+    import hashlib
+
+    import torch
+
+    from neumeta_cl.nets.structure import load_net, net_state
+
+    key = hashlib.sha1(json.dumps([kind, cfg, seed, len(y)], sort_keys=True).encode()).hexdigest()[:10]
+    file = folder / f"{kind}-s{seed}-{key}.pt"
+    if file.exists():
+        saved = torch.load(file, weights_only=True)
+        return load_net(saved["net"]).eval(), saved["seconds"]
+    net, seconds = train_net(kind, cfg, seed, x, y)
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save({"net": net_state(net), "seconds": seconds}, file)
+    return net, seconds
 
 
 def train_net(kind: str, cfg: dict, seed: int, x, y):
@@ -81,28 +100,31 @@ def barrier_grid(a, b, test, stats, points: int, batchnorm: bool, align_data, se
 
 
 def landscape_study(s: dict, out: Path, log=print) -> dict:
+    """Every landscape figure; ``out/landscape.json`` is rewritten after each part (MLP, paths, CNN)."""
     import torch
 
     from neumeta_cl.data import load_dataset
     from neumeta_cl.landscape import (CurvePath, FisherPath, FlowPath, LinearPath, align, diagonal_fisher,
-                                      evaluate_path, plot_profiles, train_bend, train_flow)
+                                      evaluate_path, loss_and_accuracy, plot_profiles, train_bend, train_flow)
 
     d = load_dataset(s["dataset"])
     g = torch.Generator().manual_seed(0)
     n_train = s["train_samples"] or len(d.y_train)
     pick = torch.randperm(len(d.y_train), generator=g)[:n_train]
     x, y = d.x_train[pick], d.y_train[pick]
-    test = (d.x_test, d.y_test) if s["eval_on"] == "test" else (x[:10000], y[:10000])
+    xe, ye = (d.x_test, d.y_test) if s["eval_on"] == "test" else (x, y)
+    test = (xe[: s["eval_samples"]], ye[: s["eval_samples"]])
     stats = x[: s["stats_samples"]]
-    res: dict = {"train_samples": n_train, "eval_on": s["eval_on"], "points": s["points"]}
+    res: dict = {"train_samples": n_train, "eval_on": s["eval_on"], "eval_samples": len(test[1]),
+                 "stats_samples": len(stats), "points": s["points"], "settings": s}
+    save = lambda: (out / "landscape.json").write_text(json.dumps(res))
+    nets = out / "nets"
 
     # --- MLP: alignment and REPAIR ---
     seeds = s["seeds"]
-    mlps = [train_net("mlp", s["mlp"], seed, x, y) for seed in seeds]
-    (a, ta), (b, tb) = mlps
+    (a, ta), (b, tb) = [cached_net("mlp", s["mlp"], seed, x, y, nets) for seed in seeds]
     res["mlp_train_seconds"] = ta + tb
-    res["mlp_endpoint_test_acc"] = [evaluate_path(LinearPath(a, a), test, 2, tasks={"t": test}).accuracy["t"][0],
-                                    evaluate_path(LinearPath(b, b), test, 2, tasks={"t": test}).accuracy["t"][0]]
+    res["mlp_endpoint_test"] = [loss_and_accuracy(n, *test) for n in (a, b)]
     times = {}
     for method in ("weights", "activations"):
         t0 = time.perf_counter()
@@ -111,16 +133,10 @@ def landscape_study(s: dict, out: Path, log=print) -> dict:
         res[f"mlp_align_{method}"] = al.summary()
     res["align_seconds"] = times
     res["mlp"], mlp_profiles = barrier_grid(a, b, test, stats, s["points"], False, stats)
+    res["profiles"] = {"mlp": [p.to_dict() for p in mlp_profiles]}
     plot_profiles(mlp_profiles, out / "landscape_mlp.png", "MLP 784-" + "-".join(map(str, s["mlp"]["widths"])) + "-10 · line between two seeds")
-    log(f"MLP barriers: {json.dumps(res['mlp'])}")
-
-    # --- CNN with BatchNorm ---
-    cnns = [train_net("cnn", s["cnn"], seed, x, y) for seed in seeds]
-    (ca, tca), (cb, tcb) = cnns
-    res["cnn_train_seconds"] = tca + tcb
-    res["cnn"], cnn_profiles = barrier_grid(ca, cb, test, stats, s["points"], True, stats)
-    plot_profiles(cnn_profiles, out / "landscape_cnn.png", "CNN " + str(s["cnn"]["channels"]) + " + BatchNorm · line between two seeds")
-    log(f"CNN barriers: {json.dumps(res['cnn'])}")
+    log(f"MLP barriers: {json.dumps(res['mlp'])}; alignment seconds {json.dumps(times)}")
+    save()
 
     # --- paths between the two unaligned MLPs ---
     train = (x, y, torch.zeros(len(y), dtype=torch.long))
@@ -142,12 +158,25 @@ def landscape_study(s: dict, out: Path, log=print) -> dict:
         info = dict(path.describe())
         if name == "fisher":
             info["train_seconds"] = fisher_seconds
-        res["paths"][name] = {"barrier": p.barrier, "mean_loss": float(np.mean(p.loss)), "mid_test_acc": p.accuracy["test"][len(p.ts) // 2],
+        res["paths"][name] = {"barrier": p.barrier, "mean_loss": float(np.mean(p.loss)),
+                              "mid_test_acc": p.accuracy["test"][len(p.ts) // 2],
                               "train_seconds": info.get("train_seconds", 0.0), "info": info}
+    res["profiles"]["paths"] = [p.to_dict() for p in curve_profiles]
     plot_profiles(curve_profiles, out / "landscape_paths.png", "paths between the two unaligned MLPs")
     log(f"paths: {json.dumps({k: round(v['barrier'], 4) for k, v in res['paths'].items()})}")
-    res["profiles"] = {"mlp": [p.to_dict() for p in mlp_profiles], "cnn": [p.to_dict() for p in cnn_profiles],
-                       "paths": [p.to_dict() for p in curve_profiles]}
+    save()
+
+    # --- CNN with BatchNorm ---
+    (ca, tca), (cb, tcb) = [cached_net("cnn", s["cnn"], seed, x, y, nets) for seed in seeds]
+    res["cnn_train_seconds"] = tca + tcb
+    cnn_test = (test[0][: s["cnn"]["eval_samples"]], test[1][: s["cnn"]["eval_samples"]])
+    cnn_stats = stats[: s["cnn"]["stats_samples"]]
+    res["cnn_endpoint_test"] = [loss_and_accuracy(n, *cnn_test) for n in (ca, cb)]
+    res["cnn"], cnn_profiles = barrier_grid(ca, cb, cnn_test, cnn_stats, s["cnn"]["points"], True, cnn_stats)
+    res["profiles"]["cnn"] = [p.to_dict() for p in cnn_profiles]
+    plot_profiles(cnn_profiles, out / "landscape_cnn.png", "CNN " + str(s["cnn"]["channels"]) + " + BatchNorm · line between two seeds")
+    log(f"CNN barriers: {json.dumps(res['cnn'])}")
+    save()
     return res
 
 
@@ -205,11 +234,15 @@ def figures(land: dict | None, summary=None) -> dict:
         mlp = land["mlp"]
         naive = mlp["naive"]["plain"]
         out["barrier_mlp"] = {m: {v: round(b, 4) for v, b in vs.items()} for m, vs in mlp.items()}
-        out["barrier_cnn"] = {m: {v: round(b, 4) for v, b in vs.items()} for m, vs in land["cnn"].items()}
+        if "cnn" in land:
+            out["barrier_cnn"] = {m: {v: round(b, 4) for v, b in vs.items()} for m, vs in land["cnn"].items()}
         out["barrier_reduction_mlp"] = round(1 - mlp["weights"]["plain"] / naive, 4)
         out["barrier_reduction_mlp_repair"] = round(1 - mlp["weights"]["repair"] / naive, 4)
         out["barrier_reduction_mlp_activations"] = round(1 - mlp["activations"]["plain"] / naive, 4)
         out["barrier_reduction_mlp_activations_repair"] = round(1 - mlp["activations"]["repair"] / naive, 4)
+        out["align_seconds"] = round(land["align_seconds"]["weights"], 3)
+        out["align_seconds_activations"] = round(land["align_seconds"]["activations"], 3)
+    if land is not None and "paths" in land:
         p = land["paths"]
         out["bezier_over_linear"] = round(p["bezier"]["barrier"] / p["linear"]["barrier"], 4)
         out["polychain_over_linear"] = round(p["polychain"]["barrier"] / p["linear"]["barrier"], 4)
@@ -218,8 +251,6 @@ def figures(land: dict | None, summary=None) -> dict:
         out["ode_over_bezier_mean_loss"] = round(p["ode"]["mean_loss"] / p["bezier"]["mean_loss"], 4)
         out["ode_train_seconds"] = round(p["ode"]["train_seconds"], 1)
         out["bezier_train_seconds"] = round(p["bezier"]["train_seconds"], 1)
-        out["align_seconds"] = round(land["align_seconds"]["weights"], 3)
-        out["align_seconds_activations"] = round(land["align_seconds"]["activations"], 3)
     if summary is not None:
         rows = summary.reset_index().to_dict(orient="records")
         out["acc_rotated20"] = {r["label"]: [round(r["acc_mean"], 4), round(r["acc_std"], 4)] for r in rows}
@@ -245,10 +276,10 @@ def log_wandb(mode: str, out: Path, land: dict | None, figs: dict) -> str | None
                      config={k: v for k, v in land.items() if k in ("train_samples", "eval_on", "points")})
     scalars = {}
     for arch in ("mlp", "cnn"):
-        for method, variants in land[arch].items():
+        for method, variants in land.get(arch, {}).items():
             for variant, b in variants.items():
                 scalars[f"barrier/{arch}/{method}/{variant}"] = b
-    for name, p in land["paths"].items():
+    for name, p in land.get("paths", {}).items():
         scalars[f"barrier/path/{name}"] = p["barrier"]
         scalars[f"path_train_seconds/{name}"] = p["train_seconds"]
     scalars.update({f"figure/{k}": v for k, v in figs.items() if isinstance(v, (int, float))})
@@ -261,5 +292,5 @@ def log_wandb(mode: str, out: Path, land: dict | None, figs: dict) -> str | None
     return folder
 
 
-__all__ = ["settings", "train_net", "barrier_grid", "landscape_study", "rotated_spec", "rotated_study", "read_rotated", "figures",
+__all__ = ["settings", "cached_net", "train_net", "barrier_grid", "landscape_study", "rotated_spec", "rotated_study", "read_rotated", "figures",
            "log_wandb"]
