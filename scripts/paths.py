@@ -3,6 +3,7 @@
     python scripts/paths.py                      # both parts (landscape ~25 min, rotated-20 ~30 min on 2 cores)
     python scripts/paths.py --part landscape     # barriers, curves, ODE flow, alignment time
     python scripts/paths.py --part rotated       # Rotated-Fashion-MNIST, 20 experiences, 3 seeds
+    python scripts/paths.py --part align         # only the alignment time (median of 3) on the two MLPs
     python scripts/paths.py --quick              # the same code on small settings (a few minutes)
     python scripts/paths.py --from runs/paths    # re-read finished runs (landscape.json, rotated runs)
 
@@ -23,7 +24,7 @@ os.environ.setdefault("WANDB_SILENT", "true")
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--part", choices=["all", "landscape", "rotated"], default="all")
+    p.add_argument("--part", choices=["all", "landscape", "rotated", "align"], default="all")
     p.add_argument("--quick", action="store_true", help="small settings, same code")
     p.add_argument("--seeds", nargs="+", type=int, help="override the rotated study's seeds")
     p.add_argument("--out", default="runs")
@@ -52,6 +53,12 @@ def main(argv=None) -> dict:
         if summary is not None:
             console.print(table.render(summary, f"{spec['description']} · finished runs · mean ± std over seeds"))
         figs = study.figures(land, summary)
+        print(json.dumps(figs))
+        return figs
+    if args.part == "align":
+        timing = study.align_timing(study.settings(spec, args.quick), out)
+        figs = {"align_seconds": round(timing["weights"], 3), "align_seconds_activations": round(timing["activations"], 3),
+                "weight_matching_sweeps": timing["weights_sweeps"]}
         print(json.dumps(figs))
         return figs
     if args.part in ("all", "landscape"):

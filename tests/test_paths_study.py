@@ -27,5 +27,13 @@ def test_paths_study_quick_gives_every_figure(tmp_path):
     assert set(figs["acc_rotated20"]) == {"naive", "flow"}
     assert land["mlp"]["naive"]["plain"] > land["mlp"]["weights"]["plain"]  # alignment lowers the barrier
     json.dumps(figs)
+    from pathlib import Path
+
+    from neumeta_cl.tracking.wandb_file import read_run
+
+    folder = study.log_wandb("offline", tmp_path, land, figs)
+    [logged] = read_run(Path(folder).parent).history
+    assert logged["barrier/mlp/naive/plain"] == pytest.approx(land["mlp"]["naive"]["plain"])
+    assert logged["plot/landscape_paths"]["format"] == "png"
     again, _ = study.read_rotated(tmp_path / "paths", ["naive", "flow"])
     assert list(again.index) == ["naive", "flow"]

@@ -106,14 +106,34 @@ def weight_matching(net_a: nn.Module, net_b: nn.Module, seed: int = 0, max_sweep
     depth = net_a.depth
     orders = [torch.arange(w) for w in net_b.widths]
     g = torch.Generator().manual_seed(int(seed))
+    # A layer's cost has two terms, each depending on one neighbour's order only; late sweeps change
+    # few orders, so each term is kept with the neighbour order it was computed for.
+    cache: dict[tuple[int, str], tuple[torch.Tensor | None, torch.Tensor]] = {}
+
+    def term(layer: int, side: str, order: torch.Tensor | None) -> torch.Tensor:
+        hit = cache.get((layer, side))
+        if hit is not None and (order is None or torch.equal(hit[0], order)):
+            return hit[1]
+        if side == "in":
+            value = _incoming(net_a, layer, None) @ _incoming(net_b, layer, order).T
+        else:
+            value = _outgoing(net_a, layer, None) @ _outgoing(net_b, layer, order).T
+        cache[(layer, side)] = (None if order is None else order.clone(), value)
+        return value
+
+    solved: dict[int, tuple] = {}  # layer -> the neighbours' orders its last assignment was solved with
+    same = lambda u, v: (u is None and v is None) or (u is not None and v is not None and torch.equal(u, v))
     sweeps = 0
     for sweeps in range(1, max_sweeps + 1):
         changed = False
         for layer in torch.randperm(depth, generator=g).tolist():
             prev = orders[layer - 1] if layer > 0 else None
             nxt = orders[layer + 1] if layer + 1 < depth else None
-            cost = _incoming(net_a, layer, None) @ _incoming(net_b, layer, prev).T
-            cost = cost + _outgoing(net_a, layer, None) @ _outgoing(net_b, layer, nxt).T
+            last = solved.get(layer)
+            if last is not None and same(last[0], prev) and same(last[1], nxt):
+                continue  # same cost as last time: the same assignment, no change
+            solved[layer] = (None if prev is None else prev.clone(), None if nxt is None else nxt.clone())
+            cost = term(layer, "in", prev) + term(layer, "out", nxt)
             new = _assign(cost)
             rows = torch.arange(len(new))
             # Only a strictly better assignment counts as a change (ties would loop forever).

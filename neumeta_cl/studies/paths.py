@@ -99,6 +99,27 @@ def barrier_grid(a, b, test, stats, points: int, batchnorm: bool, align_data, se
     return out, profiles
 
 
+def align_timing(s: dict, out: Path, repeats: int = 3) -> dict:
+    """Median seconds of ``align`` (both methods) on the study's two MLPs (trained, or cached in out/nets)."""
+    import torch
+
+    from neumeta_cl.data import load_dataset
+    from neumeta_cl.landscape import align
+
+    d = load_dataset(s["dataset"])
+    g = torch.Generator().manual_seed(0)
+    n_train = s["train_samples"] or len(d.y_train)
+    pick = torch.randperm(len(d.y_train), generator=g)[:n_train]
+    x, y = d.x_train[pick], d.y_train[pick]
+    a, b = [cached_net("mlp", s["mlp"], seed, x, y, out / "nets")[0] for seed in s["seeds"]]
+    res = {}
+    for method in ("weights", "activations"):
+        runs = [align(a, b, method, data=x[: s["stats_samples"]]) for _ in range(repeats)]
+        res[method] = float(np.median([r.seconds for r in runs]))
+        res[f"{method}_sweeps"] = runs[0].sweeps
+    return res
+
+
 def landscape_study(s: dict, out: Path, log=print) -> dict:
     """Every landscape figure; ``out/landscape.json`` is rewritten after each part (MLP, paths, CNN)."""
     import torch
@@ -292,5 +313,5 @@ def log_wandb(mode: str, out: Path, land: dict | None, figs: dict) -> str | None
     return folder
 
 
-__all__ = ["settings", "cached_net", "train_net", "barrier_grid", "landscape_study", "rotated_spec", "rotated_study", "read_rotated", "figures",
+__all__ = ["settings", "align_timing", "cached_net", "train_net", "barrier_grid", "landscape_study", "rotated_spec", "rotated_study", "read_rotated", "figures",
            "log_wandb"]
