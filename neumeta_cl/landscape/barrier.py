@@ -90,7 +90,7 @@ def plot_profiles(profiles: list[PathProfile], file, title: str = "") -> None:
     fig, axes = plt.subplots(1, 2 if has_acc else 1, figsize=(11 if has_acc else 6, 4), squeeze=False)
     ax = axes[0, 0]
     for p in profiles:
-        ax.plot(p.ts, p.loss, marker=".", label=f"{p.label} (barrier {p.barrier:.3f})")
+        ax.plot(p.ts, p.loss, marker=".", label=f"{p.label} (barrier {p.barrier:.3g})")
     ax.set_xlabel("t (0 = A, 1 = B)")
     ax.set_ylabel("loss")
     ax.set_yscale("log")
