@@ -7,3 +7,12 @@ import warnings
 warnings.filterwarnings("ignore", message="no QP solver found")
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name):
+    # ``neumeta_cl.interpolate(a, b, t, path=...)``: imported on first use, so the CLI starts fast.
+    if name == "interpolate":
+        from neumeta_cl.landscape import interpolate
+
+        return interpolate
+    raise AttributeError(f"module 'neumeta_cl' has no attribute {name!r}")

@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 
 from neumeta_cl.config import to_dict, validate
 from neumeta_cl.data import build_stream
-from neumeta_cl.data.streams import subsample
+from neumeta_cl.data.streams import subsample_test
 from neumeta_cl.errors import ConfigError
 from neumeta_cl.nets import build_model
 from neumeta_cl.plugins.morph import MorphPlugin, MorphStep
@@ -51,8 +51,9 @@ def build_stream_from(cfg: DictConfig):
         root=b.root, download=b.download,
         fixed_class_order=list(b.fixed_class_order) if b.fixed_class_order is not None else None,
         rotations=list(b.rotations) if b.rotations is not None else None,
+        train_per_experience=b.train_per_experience,
     )
-    return subsample(stream, b.train_per_experience, b.test_per_experience, cfg.seed)
+    return subsample_test(stream, b.test_per_experience, cfg.seed)
 
 
 def morph_plugins(cfg: DictConfig) -> list[Plugin]:

@@ -16,13 +16,13 @@ def test_help_lists_groups_and_choices(capsys):
         main(["--help"])
     assert e.value.code == 0
     out = capsys.readouterr().out
-    for text in ("benchmark", "split_fmnist", "permuted_digits", "strategy", "agem, der, er_ace, ewc, gdumb, grow_ewc, joint, lwf, mas, naive, neumeta, prune_grow, replay, si", "quickstart"):
+    for text in ("benchmark", "split_fmnist", "permuted_digits", "strategy", "agem, clewi, der, er_ace, ewc, flow, gdumb, grow_ewc, joint, lwf, mas, naive, neumeta, prune_grow, replay, si", "quickstart"):
         assert text in out
 
 
 @pytest.mark.parametrize("overrides, message", [
     (["benchmark=split_cifar"], "Unknown benchmark 'split_cifar'; valid benchmarks are: permuted_digits"),
-    (["strategy=gem"], "Unknown strategy 'gem'; valid strategies are: agem, der, er_ace, ewc, gdumb, grow_ewc, joint, lwf, mas, naive, neumeta, prune_grow, replay, si."),
+    (["strategy=gem"], "Unknown strategy 'gem'; valid strategies are: agem, clewi, der, er_ace, ewc, flow, gdumb, grow_ewc, joint, lwf, mas, naive, neumeta, prune_grow, replay, si."),
     (["train.lrr=0.1"], "Unknown config key 'train.lrr'; valid keys here are: accelerator, batch_size"),
     (["foo=1"], "Unknown config key 'foo'"),
     (["benchmark=split_digits", "benchmark.n_experiences=3"], "Cannot split the 10 classes of digits into 3 experiences"),
@@ -70,7 +70,7 @@ def test_real_process_exit_code_and_no_traceback(tmp_path):
                           capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip() == ("error: Unknown strategy 'nope'; valid strategies are: "
-                                   "agem, der, er_ace, ewc, gdumb, grow_ewc, joint, lwf, mas, naive, neumeta, prune_grow, replay, si.")
+                                   "agem, clewi, der, er_ace, ewc, flow, gdumb, grow_ewc, joint, lwf, mas, naive, neumeta, prune_grow, replay, si.")
 
 
 def test_run_command_prints_table_and_paths(capsys, fast_overrides):

@@ -433,7 +433,7 @@ def test_replace_block_undoes_a_widen_exactly(kind):
 
 
 def test_registry_knows_every_operator():
-    assert MORPHS.names() == sorted(["widen", "deepen", "prune", "add_head", "extend_classes", "set_activation", "replace_block"])
+    assert MORPHS.names() == sorted(["widen", "deepen", "prune", "add_head", "extend_classes", "set_activation", "replace_block", "permute"])
     assert MORPHS.get("widen") is widen
     with pytest.raises(UserError, match="valid morph operators are"):
         MORPHS.get("shrink")

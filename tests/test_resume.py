@@ -46,6 +46,8 @@ SMALL = {  # per strategy: settings that keep it quick on digits
 MORPHS = {  # a morph before the kill (its structure must come back) and one after it
     "default": "morph.schedule=[{at:2,op:widen,layer:0,to:64},{at:4,op:deepen,after:0}]",
     "prune_grow": "morph.schedule=[{at:0,op:widen,layer:0,to:64}]",  # frozen units do not follow later morphs
+    "flow": "morph.schedule=[{at:0,op:widen,layer:0,to:64}]",  # a path's two ends need one structure
+    "clewi": "morph.schedule=[{at:0,op:widen,layer:0,to:64}]",
 }
 # The default suite kills the strategies with the most state to restore (buffer, Fisher anchors
 # through morphs, masks, a generator, a morph policy); `make test-slow` kills every other case too.

@@ -158,7 +158,7 @@ def test_distillation_loss_equals_avalanche_lwf():
     ({"name": "replay", "buffer_size": 0}, "buffer_size must be positive"),
     ({"name": "replay", "policy": "fifo"}, "valid policies are"),
     ({"name": "lwf", "beta": 1.0}, "valid keys are: alpha, temperature"),
-    ({"name": "gem"}, "valid strategies are: agem, der, er_ace, ewc, gdumb, grow_ewc, joint, lwf, mas, naive, neumeta, prune_grow, replay, si"),
+    ({"name": "gem"}, "valid strategies are: agem, clewi, der, er_ace, ewc, flow, gdumb, grow_ewc, joint, lwf, mas, naive, neumeta, prune_grow, replay, si"),
 ])
 def test_bad_strategy_configs_are_clear_errors(cfg, match):
     with pytest.raises(ConfigError, match=match):

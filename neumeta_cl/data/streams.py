@@ -93,6 +93,7 @@ def build_stream(
     download: bool = False,
     fixed_class_order: list[int] | None = None,
     rotations: list[float] | None = None,
+    train_per_experience: int | None = None,
 ) -> TensorStream:
     """Build (or fetch from the in-process memo) a materialised Avalanche stream."""
     make = STREAM_KINDS.get(kind)
@@ -109,11 +110,15 @@ def build_stream(
         raise ConfigError(f"fixed_class_order only applies to split streams, not to {kind} streams; remove it.")
     if rotations is not None and kind != "rotated":
         raise ConfigError(f"rotations only apply to rotated streams, not to {kind} streams; remove them.")
+    if train_per_experience is not None and (isinstance(train_per_experience, bool) or not isinstance(train_per_experience, int)
+                                             or train_per_experience < 1):
+        raise ConfigError(f"train_per_experience must be a positive integer or null, got {train_per_experience!r}.")
 
     key = (
         dataset, kind, n_experiences, seed, scenario,
         None if fixed_class_order is None else tuple(fixed_class_order),
         None if rotations is None else tuple(float(r) for r in rotations),
+        train_per_experience,
     )  # root/download only say where the data comes from, not what it is
     if key in _MEMO:
         _MEMO.move_to_end(key)
@@ -125,7 +130,11 @@ def build_stream(
     with torch.random.fork_rng(devices=[]):
         built = make(data, n_experiences, seed, scenario, fixed_class_order=fixed_class_order, rotations=rotations)
     bm, tfs, label_map = built.benchmark, built.transforms, built.label_map
-    train = [_materialise(e, data.x_train, data.y_train, tf, label_map) for e, tf in zip(bm.train_stream, tfs)]
+    # train_per_experience: each experience trains on its own uniform random subset (seeded), as
+    # MC-SGD's and GEM's Rotated-MNIST subsample every task; tests keep every sample.
+    keep = [None if train_per_experience is None else _subset(len(e.dataset), train_per_experience, seed, i)
+            for i, e in enumerate(bm.train_stream)]
+    train = [_materialise(e, data.x_train, data.y_train, tf, label_map, k) for e, tf, k in zip(bm.train_stream, tfs, keep)]
     test = [_materialise(e, data.x_test, data.y_test, tf, label_map) for e, tf in zip(bm.test_stream, tfs)]
 
     task = scenario == "task"
@@ -147,31 +156,25 @@ def build_stream(
     return stream
 
 
-def subsample(stream: TensorStream, train_per_experience: int | None, test_per_experience: int | None,
-              seed: int) -> TensorStream:
-    """The stream with at most ``n`` training (test) samples per experience, drawn without replacement.
+def subsample_test(stream: TensorStream, test_per_experience: int | None, seed: int) -> TensorStream:
+    """The stream with at most ``n`` test samples per experience, drawn without replacement.
 
-    Experience ``i`` draws with its own generator (``seed``, ``i``), so the subset of an experience
-    does not depend on the others. The Avalanche benchmark is left whole.
+    Experience ``i`` draws with its own generator (``seed``, ``i``). Training subsets are drawn
+    before materialising (``build_stream(train_per_experience=...)``); the Avalanche benchmark
+    is left whole.
     """
-    def cut(exps: list[TensorExperience], n: int | None, salt: int) -> list[TensorExperience]:
-        if n is None:
-            return exps
-        out = []
-        for e in exps:
-            if len(e) <= n:
-                out.append(e)
-                continue
-            g = torch.Generator().manual_seed(seed * 1_000_003 + salt * 1009 + e.index)
-            keep = torch.randperm(len(e), generator=g)[:n].sort().values
-            out.append(TensorExperience(e.index, e.x[keep], e.y[keep], e.t[keep], e.task_label, e.classes))
-        return out
-
-    if train_per_experience is None and test_per_experience is None:
+    if test_per_experience is None:
         return stream
-    return TensorStream(stream.name, stream.kind, stream.scenario, cut(stream.train, train_per_experience, 0),
-                        cut(stream.test, test_per_experience, 1), stream.n_classes, stream.heads, stream.input_shape,
-                        stream.class_order, stream.benchmark)
+    test = []
+    for e in stream.test:
+        if len(e) <= test_per_experience:
+            test.append(e)
+            continue
+        g = torch.Generator().manual_seed(seed * 1_000_003 + 7919 + e.index)
+        keep = torch.randperm(len(e), generator=g)[:test_per_experience].sort().values
+        test.append(TensorExperience(e.index, e.x[keep], e.y[keep], e.t[keep], e.task_label, e.classes))
+    return TensorStream(stream.name, stream.kind, stream.scenario, stream.train, test, stream.n_classes, stream.heads,
+                        stream.input_shape, stream.class_order, stream.benchmark)
 
 
 def clear_caches() -> None:
@@ -182,11 +185,22 @@ def clear_caches() -> None:
 build_stream.cache_clear = clear_caches
 
 
-def _materialise(exp, x_base, y_base, transform, label_map) -> TensorExperience:
-    """Tensors of one Avalanche experience, in Avalanche's sample order, without per-sample access."""
+def _subset(n: int, k: int, seed: int, index: int) -> torch.Tensor:
+    """k of n positions, uniformly at random without replacement, fixed by (seed, experience index)."""
+    if k > n:
+        raise ConfigError(f"train_per_experience is {k}, but experience {index} has only {n} training samples; lower it.")
+    g = torch.Generator().manual_seed(int(seed) * 1_000_003 + index)
+    return torch.randperm(n, generator=g)[:k].sort().values
+
+
+def _materialise(exp, x_base, y_base, transform, label_map, keep: torch.Tensor | None = None) -> TensorExperience:
+    """Tensors of one Avalanche experience, in Avalanche's sample order, without per-sample access
+    (only the positions ``keep`` of it, if given)."""
     # Rows of the base tensors this experience holds: a data-attribute read (~1 us a sample),
     # not exp.dataset[i], which would load, transform and collate every sample.
     rows = torch.tensor(list(exp.dataset.sample_idx), dtype=torch.int64)
+    if keep is not None:
+        rows = rows[keep]
     if transform is None:
         x = x_base[rows]
     elif torch.equal(rows, torch.arange(len(x_base))):

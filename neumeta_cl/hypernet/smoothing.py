@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from neumeta_cl.hypernet.layout import TargetLayout
+from neumeta_cl.morph.permute import permute_weights
 
 Weights = list[tuple[torch.Tensor, torch.Tensor]]
 
@@ -81,14 +82,9 @@ def unit_features(weights: Weights, layer: int) -> torch.Tensor:
 
 
 def permute_units(weights: Weights, layer: int, order) -> Weights:
-    """Reorder layer ``layer``'s units and the next layer's inputs alike (the function is unchanged)."""
-    order = torch.as_tensor(order, dtype=torch.long)
-    out = list(weights)
-    w, b = out[layer]
-    out[layer] = (w[order], b[order])
-    nw, nb = out[layer + 1]
-    out[layer + 1] = (nw[:, order], nb)
-    return out
+    """Reorder layer ``layer``'s units and the next layer's inputs alike (the function is unchanged);
+    the shared permutation code path, ``morph.permute``."""
+    return permute_weights(weights, layer, order)
 
 
 def smooth(weights: Weights, seconds: float) -> tuple[Weights, list[list[int]]]:

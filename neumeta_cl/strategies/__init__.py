@@ -23,11 +23,14 @@ from neumeta_cl.strategies.agem import AGEM
 from neumeta_cl.strategies.er_ace import ERACE
 from neumeta_cl.strategies.der import DER
 from neumeta_cl.strategies.gdumb import GDumb
+from neumeta_cl.strategies.flow import Flow
+from neumeta_cl.strategies.clewi import Clewi
 
 STRATEGIES: Registry = Registry("strategy", "strategies")
 for _name, _cls in {"naive": Naive, "joint": Joint, "ewc": EWC, "replay": Replay, "lwf": LwF,
                     "grow_ewc": GrowEWC, "prune_grow": PruneGrow, "neumeta": NeuMeta,
-                    "si": SI, "mas": MAS, "agem": AGEM, "er_ace": ERACE, "der": DER, "gdumb": GDumb}.items():
+                    "si": SI, "mas": MAS, "agem": AGEM, "er_ace": ERACE, "der": DER, "gdumb": GDumb,
+                    "flow": Flow, "clewi": Clewi}.items():
     STRATEGIES.register(_name)(_cls)
 
 
@@ -48,5 +51,5 @@ def build_strategy(cfg: dict, net: nn.Module, optim: OptimConfig, batch_size: in
 __all__ = [
     "STRATEGIES", "OPTIMIZERS", "LR_SCHEDULES", "build_strategy", "ContinualModule", "OptimConfig",
     "Naive", "Joint", "NeuMeta", "EWC", "GrowEWC", "PruneGrow", "UnitPacking", "EWCPenalty", "Replay", "ReplayBuffer", "LwF", "Distillation",
-    "SI", "MAS", "AGEM", "ERACE", "DER", "GDumb",
+    "SI", "MAS", "AGEM", "ERACE", "DER", "GDumb", "Flow", "Clewi",
 ]

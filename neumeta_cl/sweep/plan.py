@@ -36,7 +36,7 @@ from neumeta_cl.errors import ConfigError
 from neumeta_cl.paths import config_dir, experiments_dir
 
 SPEC_KEYS = {"name", "description", "overrides", "axes", "strategies", "variants", "seeds", "exclude", "table",
-             "quick", "reference", "study"}
+             "quick", "reference", "study", "landscape"}  # landscape: the loss-landscape study's settings (paths.yaml)
 QUICK_KEYS = {"overrides", "axes", "seeds", "description"}
 
 

@@ -1,0 +1,39 @@
+"""The paths study (experiments/paths.yaml) end to end on its --quick settings (slow: a few minutes)."""
+
+import json
+
+import pytest
+
+from neumeta_cl.experiment import load_experiment
+from neumeta_cl.studies import paths as study
+from tests.conftest import needs_fmnist
+
+
+@pytest.mark.slow
+@needs_fmnist
+def test_paths_study_quick_gives_every_figure(tmp_path):
+    spec = load_experiment("paths")
+    s = study.settings(spec, quick=True)
+    assert s["mlp"]["widths"] == [64, 64, 64] and s["mlp"]["lr"] == spec["landscape"]["mlp"]["lr"]  # merged, not replaced
+    land = study.landscape_study(s, tmp_path, log=lambda *_: None)
+    assert all((tmp_path / f).exists() for f in ("landscape_mlp.png", "landscape_cnn.png", "landscape_paths.png"))
+    rspec = study.rotated_spec(spec, quick=True)
+    rspec["strategies"] = {k: rspec["strategies"][k] for k in ("naive", "flow")}
+    summary, results = study.rotated_study(rspec, tmp_path, ["train.progress_bar=false", "logger.mode=disabled"])
+    figs = study.figures(land, summary)
+    for key in ("barrier_reduction_mlp", "barrier_reduction_mlp_repair", "bezier_over_linear", "ode_over_bezier",
+                "align_seconds", "acc_rotated20"):
+        assert key in figs
+    assert set(figs["acc_rotated20"]) == {"naive", "flow"}
+    assert land["mlp"]["naive"]["plain"] > land["mlp"]["weights"]["plain"]  # alignment lowers the barrier
+    json.dumps(figs)
+    from pathlib import Path
+
+    from neumeta_cl.tracking.wandb_file import read_run
+
+    folder = study.log_wandb("offline", tmp_path, land, figs)
+    [logged] = read_run(Path(folder).parent).history
+    assert logged["barrier/mlp/naive/plain"] == pytest.approx(land["mlp"]["naive"]["plain"])
+    assert logged["plot/landscape_paths"]["format"] == "png"
+    again, _ = study.read_rotated(tmp_path / "paths", ["naive", "flow"])
+    assert list(again.index) == ["naive", "flow"]
