@@ -32,6 +32,13 @@ def load_experiment(name_or_path: str) -> SweepSpec:
         raise
 
 
+def experiment_dict(name: str) -> dict:
+    """The experiment's YAML as plain data (studies that keep their own settings in it, e.g. ``paths``)."""
+    import yaml
+
+    return yaml.safe_load(load_experiment(name).source.read_text())
+
+
 class RunsFailed(UserError):
     """Some runs of an experiment did not finish; the others are kept, and a rerun resumes them."""
 

@@ -35,12 +35,12 @@ def main(argv=None) -> dict:
 
     import torch
 
-    from neumeta_cl.experiment import load_experiment
+    from neumeta_cl.experiment import experiment_dict
     from neumeta_cl.report import table
     from neumeta_cl.studies import paths as study
 
     torch.set_num_threads(1)
-    spec = load_experiment("paths")
+    spec = experiment_dict("paths")
     out = Path(args.out) / ("paths-quick" if args.quick else "paths")
     out.mkdir(parents=True, exist_ok=True)
     console = table.console()
@@ -51,7 +51,8 @@ def main(argv=None) -> dict:
             land = json.loads((src / "landscape.json").read_text())
         summary, _ = study.read_rotated(src / "paths", list(spec["strategies"]))
         if summary is not None:
-            console.print(table.render(summary, f"{spec['description']} · finished runs · mean ± std over seeds"))
+            summary.title = f"{spec['description']} · finished runs"
+            console.print(table.rich_table(summary))
         figs = study.figures(land, summary)
         print(json.dumps(figs))
         return figs
@@ -70,7 +71,7 @@ def main(argv=None) -> dict:
             rspec["seeds"] = args.seeds
         extra = [*args.overrides, "train.progress_bar=false", f"logger.mode={args.wandb}"]
         summary, _ = study.rotated_study(rspec, out, extra)
-        console.print(table.render(summary, f"{rspec['description']} · mean ± std over seeds"))
+        console.print(table.rich_table(summary))
         (out / "rotated_table.md").write_text(table.markdown(summary) + "\n")
     figs = study.figures(land, summary)
     study.log_wandb(args.wandb, out, land, figs)

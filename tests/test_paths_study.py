@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from neumeta_cl.experiment import load_experiment
+from neumeta_cl.experiment import experiment_dict
 from neumeta_cl.studies import paths as study
 from tests.conftest import needs_fmnist
 
@@ -12,7 +12,7 @@ from tests.conftest import needs_fmnist
 @pytest.mark.slow
 @needs_fmnist
 def test_paths_study_quick_gives_every_figure(tmp_path):
-    spec = load_experiment("paths")
+    spec = experiment_dict("paths")
     s = study.settings(spec, quick=True)
     assert s["mlp"]["widths"] == [64, 64, 64] and s["mlp"]["lr"] == spec["landscape"]["mlp"]["lr"]  # merged, not replaced
     land = study.landscape_study(s, tmp_path, log=lambda *_: None)
@@ -36,4 +36,4 @@ def test_paths_study_quick_gives_every_figure(tmp_path):
     assert logged["barrier/mlp/naive/plain"] == pytest.approx(land["mlp"]["naive"]["plain"])
     assert logged["plot/landscape_paths"]["format"] == "png"
     again, _ = study.read_rotated(tmp_path / "paths", ["naive", "flow"])
-    assert list(again.index) == ["naive", "flow"]
+    assert [row[0] for row in again.rows] == ["naive", "flow"]

@@ -210,7 +210,7 @@ def rotated_spec(spec: dict, quick: bool) -> dict:
     return spec
 
 
-def rotated_study(spec: dict, out_root: Path, extra: list[str], on_run_done=None):
+def rotated_study(spec: dict, out_root: Path, extra: list[str]):
     """Every strategy of the experiment, one seed at a time (a 20-experience stream holds ~4 GB;
     one seed's stream is kept in memory at a time)."""
     from neumeta_cl.data import clear_caches
@@ -224,12 +224,12 @@ def rotated_study(spec: dict, out_root: Path, extra: list[str], on_run_done=None
     file.write_text(yaml.safe_dump(spec))
     results: dict[str, list[dict]] = {}
     for seed in spec["seeds"]:
-        res = run_experiment(str(file), extra, str(out_root), on_run_done=on_run_done, seeds=[seed])
+        res = run_experiment(str(file), extra, str(out_root), seeds=[seed])
         for label, runs in res.runs.items():
             results.setdefault(label, []).extend(load_results(r.results_path) for r in runs)
         clear_caches()
     order = list(spec["strategies"])
-    return table.summary_frame(table.metrics_frame({k: results[k] for k in order})), results
+    return table.from_groups({k: results[k] for k in order}, title=spec.get("description")), results
 
 
 def read_rotated(folder: Path, order: list[str]):
@@ -245,7 +245,7 @@ def read_rotated(folder: Path, order: list[str]):
     labels = [k for k in order if k in results]
     if not labels:
         return None, results
-    return table.summary_frame(table.metrics_frame({k: results[k] for k in labels})), results
+    return table.from_groups({k: results[k] for k in labels}), results
 
 
 def figures(land: dict | None, summary=None) -> dict:
@@ -273,7 +273,7 @@ def figures(land: dict | None, summary=None) -> dict:
         out["ode_train_seconds"] = round(p["ode"]["train_seconds"], 1)
         out["bezier_train_seconds"] = round(p["bezier"]["train_seconds"], 1)
     if summary is not None:
-        rows = summary.reset_index().to_dict(orient="records")
+        rows = summary.frame().reset_index().to_dict(orient="records")  # sample std (ddof=1)
         out["acc_rotated20"] = {r["label"]: [round(r["acc_mean"], 4), round(r["acc_std"], 4)] for r in rows}
         out["forgetting_rotated20"] = {r["label"]: [round(r["forgetting_mean"], 4), round(r["forgetting_std"], 4)]
                                        for r in rows}
