@@ -169,3 +169,16 @@ def test_a_killed_worker_fails_only_its_run_and_a_rerun_resumes_it_bitwise(tmp_p
 def test_eta_counts_running_runs_as_half_done():
     assert eta_seconds([], 5, 1, 2) is None
     assert eta_seconds([10.0, 20.0], remaining=4, running=2, parallel=2) == pytest.approx(15.0 * 5 / 2)
+
+
+def test_list_valued_axes_make_folder_names_and_quoted_wandb_tags():
+    from pathlib import Path
+
+    from neumeta_cl.config import load
+    from neumeta_cl.sweep.controller import run_overrides
+
+    jobs = expand(from_multirun(["benchmark=split_digits", "model.widths=[32],[16,16]", "seed=0"]))
+    cfgs = [load(run_overrides(j, Path("/tmp/sweep"), "s")) for j in jobs]
+    assert [c.run_name for c in cfgs] == ["32-s0", "16x16-s0"]
+    assert [list(c.model.widths) for c in cfgs] == [[32], [16, 16]]
+    assert list(cfgs[1].logger.tags) == ["model.widths-[16,16]", "s0"] and cfgs[1].logger.group == "s"

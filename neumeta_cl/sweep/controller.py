@@ -46,19 +46,11 @@ class SweepOutcome:
             return 128 + self.signal
         return 1 if self.failed or len(self.results) < len(self.planned) else 0
 
-    def results_by_label(self) -> dict[str, list[dict]]:
-        """Finished runs' results.json, grouped by label (every axis but the seed)."""
-        out: dict[str, list[dict]] = {}
-        for p in self.planned:
-            r = self.results.get(p.job.index)
-            if r is not None and r.status in ("done", "skipped") and r.results:
-                out.setdefault(p.job.label, []).append(load_results(r.results))
-        return out
-
 
 def run_overrides(job: Job, sweep_dir: Path, sweep_name: str) -> list[str]:
     """What the sweep adds to a job's overrides: its folder, name, W&B group and tags, no progress bars."""
-    tags = ",".join(f"{k}-{v}" if k != "seed" else f"s{v}" for k, v in job.labels.items())
+    # quoted: a label may hold commas or brackets (model.widths=[128,128])
+    tags = ",".join(repr(f"{k}-{v}" if k != "seed" else f"s{v}") for k, v in job.labels.items())
     return [*job.overrides, f"output_dir={sweep_dir}", f"run_name='{job.run_name}'", f"logger.group={sweep_name}",
             f"logger.tags=[{tags}]", "train.progress_bar=false"]
 

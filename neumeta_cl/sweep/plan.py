@@ -97,7 +97,9 @@ class Job:
     @property
     def run_name(self) -> str:
         parts = [f"s{v}" if k == "seed" else v for k, v in self.labels.items()]
-        return re.sub(r"[^A-Za-z0-9._+=-]", "_", "-".join(parts)) or "run"
+        name = "-".join(parts).replace("[", "").replace("]", "").replace(",", "x")  # [128,128] -> 128x128
+        name = re.sub(r"[^A-Za-z0-9._+=-]", "_", name)
+        return re.sub(r"^[^A-Za-z0-9]+", "", name) or "run"  # a folder name starts with a letter or digit
 
 
 # -- building a spec -------------------------------------------------------------------------------
