@@ -123,7 +123,7 @@ def test_the_wandb_sweep_example_calls_our_cli_with_valid_overrides():
     from neumeta_cl.config import load
     from neumeta_cl.paths import config_dir
 
-    spec = yaml.safe_load((config_dir() / "wandb" / "sweep_example.yaml").read_text())
+    spec = yaml.safe_load((config_dir() / "wandb_sweep.yaml").read_text())
     assert spec["command"][:3] == ["${env}", "neumeta-cl", "run"] and "${args_no_hyphens}" in spec["command"]
     # what W&B's agent puts in place of ${args_no_hyphens}: key=value for one point of the grid
     point = [f"{k}={v['values'][0]}" for k, v in spec["parameters"].items()]
