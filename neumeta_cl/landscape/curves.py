@@ -63,18 +63,18 @@ def path_loss(template: nn.Module, params: dict[str, torch.Tensor], buffers: dic
     return F.cross_entropy(functional_call(template, {**buffers, **params}, (x, t)), y)
 
 
-def train_bend(path: CurvePath, data, steps: int = 500, lr: float = 0.01, momentum: float = 0.9,
-               batch_size: int = 128, seed: int = 0) -> CurvePath:
-    """Fit the bend to minimise E_t L(phi(t)) on ``data`` = (x, y, t) by SGD; in place, returns the path."""
-    if steps < 0 or batch_size < 1:
-        raise UserError(f"train_bend needs steps >= 0 and batch_size >= 1, got {steps} and {batch_size}.")
+def sgd_along_path(path, params, data, steps: int, lr: float, momentum: float, batch_size: int,
+                   seed: int) -> tuple[list[float], float]:
+    """SGD on ``params`` minimising E_{t~U(0,1)} L(path.params(t)): one random t and batch per step.
+
+    Returns the losses and the seconds taken. BatchNorm runs on batch statistics (its running
+    statistics live in a scratch copy). Curves and ODE flows train through this one loop.
+    """
     x, y, tt = data
     g = torch.Generator().manual_seed(int(seed))
     template = copy.deepcopy(path.a).train()
     buffers = {n: b.clone() for n, b in template.named_buffers()}  # BN running stats here are scratch
-    bend = {n: v.clone().requires_grad_(True) for n, v in path.bend.items()}
-    path.bend = bend
-    opt = torch.optim.SGD(bend.values(), lr=lr, momentum=momentum)
+    opt = torch.optim.SGD(params, lr=lr, momentum=momentum)
     t0, losses = time.perf_counter(), []
     with torch.enable_grad():
         for _ in range(steps):
@@ -85,8 +85,19 @@ def train_bend(path: CurvePath, data, steps: int = 500, lr: float = 0.01, moment
             loss.backward()
             opt.step()
             losses.append(float(loss.detach()))
+    return losses, time.perf_counter() - t0
+
+
+def train_bend(path: CurvePath, data, steps: int = 500, lr: float = 0.01, momentum: float = 0.9,
+               batch_size: int = 128, seed: int = 0) -> CurvePath:
+    """Fit the bend to minimise E_t L(phi(t)) on ``data`` = (x, y, t) by SGD; in place, returns the path."""
+    if steps < 0 or batch_size < 1:
+        raise UserError(f"train_bend needs steps >= 0 and batch_size >= 1, got {steps} and {batch_size}.")
+    bend = {n: v.clone().requires_grad_(True) for n, v in path.bend.items()}
+    path.bend = bend
+    losses, seconds = sgd_along_path(path, bend.values(), data, steps, lr, momentum, batch_size, seed)
     path.bend = {n: v.detach() for n, v in bend.items()}
-    path.train_info = {"steps": steps, "lr": lr, "batch_size": batch_size, "train_seconds": time.perf_counter() - t0,
+    path.train_info = {"steps": steps, "lr": lr, "batch_size": batch_size, "train_seconds": seconds,
                        "loss_first": losses[0] if losses else None, "loss_last_50": float(sum(losses[-50:]) / max(1, len(losses[-50:])))}
     return path
 

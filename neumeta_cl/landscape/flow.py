@@ -19,16 +19,13 @@ exactly on it and training can only move it to lower loss on the training data.
 
 from __future__ import annotations
 
-import copy
-import time
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torchdiffeq import odeint
 
 from neumeta_cl.errors import UserError
-from neumeta_cl.landscape.curves import CurvePath, path_loss
+from neumeta_cl.landscape.curves import CurvePath, sgd_along_path
 from neumeta_cl.landscape.path import Path
 
 
@@ -115,23 +112,9 @@ def train_flow(path: FlowPath, data, steps: int = 300, lr: float = 0.01, momentu
     """Fit the vector field (and z_0) to minimise E_t L(theta(t)) on ``data`` = (x, y, t); in place."""
     if steps < 0 or batch_size < 1:
         raise UserError(f"train_flow needs steps >= 0 and batch_size >= 1, got {steps} and {batch_size}.")
-    x, y, tt = data
-    g = torch.Generator().manual_seed(int(seed))
-    template = copy.deepcopy(path.a).train()
-    buffers = {n: b.clone() for n, b in template.named_buffers()}
-    opt = torch.optim.SGD(path.trainable(), lr=lr, momentum=momentum)
-    t0, losses = time.perf_counter(), []
     path.field.evaluations = 0
-    with torch.enable_grad():
-        for _ in range(steps):
-            idx = torch.randint(len(y), (min(batch_size, len(y)),), generator=g).to(x.device)
-            t = float(torch.rand((), generator=g))
-            loss = path_loss(template, path.params(t), buffers, x[idx], y[idx], tt[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            losses.append(float(loss.detach()))
-    path.train_info = {"steps": steps, "lr": lr, "batch_size": batch_size, "train_seconds": time.perf_counter() - t0,
+    losses, seconds = sgd_along_path(path, path.trainable(), data, steps, lr, momentum, batch_size, seed)
+    path.train_info = {"steps": steps, "lr": lr, "batch_size": batch_size, "train_seconds": seconds,
                        "field_evaluations": path.field.evaluations,
                        "loss_last_50": float(sum(losses[-50:]) / max(1, len(losses[-50:])))}
     return path
