@@ -152,16 +152,8 @@ def _sweep(spec, extra, launcher, out, table_rows=None) -> int:
     print_summary(res.sweep, console)
     if res.table.cells:
         console.print(table.rich_table(res.table))
-        _write_tables(res.table, res.out_dir, console)
+        console.print(f"table: {res.out_dir / 'table.md'} (also .tex, .csv)")
     return res.sweep.exit_code
-
-
-def _write_tables(t, folder, console) -> None:
-    from neumeta_cl.report import table
-
-    for fmt, ext in (("markdown", "md"), ("latex", "tex"), ("csv", "csv")):
-        (folder / f"table.{ext}").write_text(table.FORMATS[fmt](t) + "\n")
-    console.print(f"table: {folder / 'table.md'} (also .tex, .csv)")
 
 
 def _cmd_sweep(args, where=None) -> int:

@@ -108,7 +108,7 @@ def run_experiment(name_or_path: str | SweepSpec, extra_overrides: list[str] | N
         "runs": {label: [str(r.results_path) for r in rs] for label, rs in runs.items()},
         "table": table.frame().reset_index().to_dict(orient="records"),
     })
-    (out_dir / "table.md").write_text(tables.markdown(table) + "\n")
+    tables.write_all(table, out_dir)
     result = ExperimentResult(spec.name, out_dir, runs, table, outcome)
     if raise_on_failure and outcome.exit_code:
         failed = [f"{r.index}: {r.status} ({r.reason})" for r in outcome.failed]

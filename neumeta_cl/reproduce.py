@@ -92,8 +92,6 @@ def reproduce(name: str, quick: bool = False, check_reference: bool = False, lau
     console.print(tables.rich_table(res.table))
     for line in tables.left_out_lines(res.table):
         console.print(line)
-    for fmt, ext in (("markdown", "md"), ("latex", "tex"), ("csv", "csv")):
-        (res.out_dir / f"table.{ext}").write_text(tables.FORMATS[fmt](res.table) + "\n")
     console.print(f"table: {res.out_dir / 'table.md'} (also .tex, .csv)")
     return _verify(res.table, res.sweep.exit_code, spec.name, command, check_reference, tolerance, write_reference,
                    console)

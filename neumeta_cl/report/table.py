@@ -12,6 +12,7 @@ import csv as _csv
 import io
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from neumeta_cl.errors import UserError
 from neumeta_cl.report.runs import Run
@@ -251,6 +252,14 @@ def rich_table(table: Table):
 
 
 FORMATS = {"markdown": markdown, "latex": latex, "csv": csv}
+EXTENSIONS = {"markdown": "md", "latex": "tex", "csv": "csv"}
+
+
+def write_all(table: Table, folder) -> Path:
+    """``table.md``, ``table.tex`` and ``table.csv`` in ``folder``; returns the markdown file."""
+    for fmt, ext in EXTENSIONS.items():
+        (Path(folder) / f"table.{ext}").write_text(FORMATS[fmt](table) + "\n")
+    return Path(folder) / "table.md"
 
 
 def console():
@@ -265,8 +274,6 @@ def console():
 def from_groups(groups: dict[str, list[dict]], metrics=DEFAULT_METRICS, title: str | None = None,
                 row_key: str = "strategy") -> Table:
     """A table with one row per label from ``{label: [results.json data, ...]}`` (the experiment scripts)."""
-    from pathlib import Path
-
     runs, label_of = [], {}
     for label, items in groups.items():
         for data in items:
