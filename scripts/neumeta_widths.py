@@ -10,7 +10,8 @@
 For every seed, task and width, a network trained on that task alone is the upper bound the one
 INR's generated networks are compared with; what is measured and how: ``neumeta_cl.studies.neumeta_widths``.
 The last line is JSON: acc_full, acc_full_upper, bwt, acc_by_width ({fraction: [ours, individual]}),
-bwt_by_width, unseen_width, stored_params, individual_params_total, gen_ms_full, minutes_per_seed and targets.
+bwt_by_width, unseen_width, stored_params, individual_params_total, gen_ms_full, minutes_per_seed,
+train_time_ratio (NeuMeta's training seconds over its individual networks', train_time_same_run) and targets.
 """
 
 from __future__ import annotations

@@ -587,13 +587,13 @@ def test_add_task_grows_the_generator_for_class_incremental_streams():
 
 
 def test_router_routes_generated_networks_and_survives_save_load(tmp_path):
-    from neumeta_cl.hypernet import EntropyRouter, load_generator, save_generator
+    from neumeta_cl.hypernet import TaskRouter, load_generator, save_generator
     from neumeta_cl.hypernet.routing import route_by_entropy
 
     g = class_il_generator(cnn_layout())
     x = torch.randn(16, 1, 8, 8)
     router = g.router((5, 3))
-    assert isinstance(router, EntropyRouter) and not any(isinstance(m, WeightINR) for m in router.modules())
+    assert isinstance(router, TaskRouter) and not any(isinstance(m, WeightINR) for m in router.modules())
     with torch.no_grad():
         out = router(x)
         expected = route_by_entropy([g.generate(k, widths=(5, 3))(x) for k in (0, 1)], g.classes, 10)

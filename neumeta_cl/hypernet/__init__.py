@@ -9,7 +9,7 @@
 
 from neumeta_cl.hypernet.generator import NeuMetaGenerator, Request, load_generator, save_generator
 from neumeta_cl.hypernet.layout import TargetLayout
-from neumeta_cl.hypernet.routing import EntropyRouter, route_by_entropy
+from neumeta_cl.hypernet.routing import TaskRouter, route_by_entropy
 
-__all__ = ["EntropyRouter", "NeuMetaGenerator", "Request", "TargetLayout", "load_generator", "route_by_entropy",
+__all__ = ["TaskRouter", "NeuMetaGenerator", "Request", "TargetLayout", "load_generator", "route_by_entropy",
            "save_generator"]

@@ -25,7 +25,8 @@ from neumeta_cl.errors import ConfigError
 from neumeta_cl.hypernet.coords import Queries, jitter, weight_queries
 from neumeta_cl.hypernet.inr import WeightINR
 from neumeta_cl.hypernet.layout import TargetLayout
-from neumeta_cl.hypernet.routing import EntropyRouter
+from neumeta_cl.hypernet.routing import ROUTINGS, TaskRouter
+from neumeta_cl.hypernet.slimmable import narrowed
 
 Weights = list[tuple[torch.Tensor, torch.Tensor]]  # (weight, bias) per generated layer
 
@@ -41,7 +42,7 @@ class NeuMetaGenerator(nn.Module):
     # The INR's sizes have no defaults here: they live in configs/strategy/neumeta.yaml.
     def __init__(self, layout: TargetLayout, heads: list[int], *, hidden: int, n_blocks: int, n_freqs: int,
                  layer_dim: int, task_dim: int, film: bool,
-                 classes: list[list[int]] | None = None, n_classes: int | None = None):
+                 classes: list[list[int]] | None = None, n_classes: int | None = None, routing: str = "entropy"):
         super().__init__()
         self.arch = {"hidden": hidden, "n_blocks": n_blocks, "n_freqs": n_freqs, "layer_dim": layer_dim,
                      "task_dim": task_dim, "film": film}
@@ -50,8 +51,16 @@ class NeuMetaGenerator(nn.Module):
         # classes there are in all (``router``). None for task-incremental use.
         if (classes is None) != (n_classes is None):
             raise ValueError("classes and n_classes go together (class-incremental use) or not at all.")
+        if routing not in ROUTINGS:
+            raise ConfigError(f"Unknown routing '{routing}'; valid routings are: {', '.join(ROUTINGS)}.")
         self.classes = None if classes is None else [list(map(int, c)) for c in classes]
         self.n_classes = n_classes
+        # How a class-incremental generator infers the task (``hypernet.routing``): with a router,
+        # ``task_classifier`` is a small ordinary network over all classes, trained on a memory;
+        # with a calibration, one (scale, shift) per task.
+        self.routing = routing if self.infers_task else None
+        self.task_classifier: nn.Module | None = None
+        self.calibration: list[list[float]] = []
         full = layout.shapes(layout.widths, max(heads, default=1))
         self.inr = WeightINR([s.kernel_numel for s in full], len(heads), hidden, n_blocks, n_freqs, layer_dim,
                              task_dim, film)
@@ -193,9 +202,10 @@ class NeuMetaGenerator(nn.Module):
 
     @torch.no_grad()
     def router(self, widths=None, *, fraction: float | None = None, samples: int = 1,
-               noise: float = 0.0) -> EntropyRouter:
+               noise: float = 0.0) -> TaskRouter:
         """Class-incremental deployment: every task's network at ``widths`` (or ``fraction`` of the
-        full width), behind an ``EntropyRouter`` that infers each input's task (an ordinary module)."""
+        full width), behind a ``TaskRouter`` that infers each input's task (an ordinary module; with
+        ``routing: router`` it holds a copy of the small task classifier, the same at every width)."""
         if not self.infers_task:
             raise ConfigError("router() needs a generator trained on a class-incremental stream; for a "
                               "task-incremental one, generate(task, ...) gives each task's network.")
@@ -203,7 +213,24 @@ class NeuMetaGenerator(nn.Module):
             raise ConfigError("This generator has no tasks yet; train it on at least one experience.")
         nets = [self.generate(k, widths, fraction=fraction, samples=samples, noise=noise)
                 for k in range(len(self.heads))]
-        return EntropyRouter(nets, self.classes, self.n_classes).eval()
+        router = None
+        if self.routing == "router":  # the task classifier at the same width: slimmable, see hypernet.slimmable
+            chosen = self.layout.at_fraction(fraction) if fraction is not None else (widths or self.layout.widths)
+            router = narrowed(self.layout, self.task_classifier, chosen)
+        return TaskRouter(nets, self.classes, self.n_classes, self.routing, router,
+                          self.calibration_tensor() if self.routing == "calibrated" else None).eval()
+
+    def calibration_tensor(self) -> torch.Tensor:
+        """One (scale, shift) row per task; (1, 0) for a task not calibrated yet."""
+        rows = [*self.calibration, *[[1.0, 0.0]] * (len(self.heads) - len(self.calibration))]
+        return torch.tensor(rows[: len(self.heads)], device=self.inr.stem.weight.device)
+
+
+def task_classifier(layout: TargetLayout, n_classes: int) -> nn.Module:
+    """The router's task classifier: a full-width, BatchNorm-free network of the target family over
+    all classes, slimmable (``hypernet.slimmable``). Its weights are trained directly, not
+    generated, so they take no gradient from the INR's optimizer."""
+    return layout.build(layout.widths, n_classes).requires_grad_(False)
 
 
 def generator_state(generator: NeuMetaGenerator) -> dict:
@@ -211,7 +238,10 @@ def generator_state(generator: NeuMetaGenerator) -> dict:
     from dataclasses import asdict
 
     return {"layout": asdict(generator.layout), "heads": list(generator.heads), "arch": dict(generator.arch),
-            "classes": generator.classes, "n_classes": generator.n_classes, "state_dict": generator.state_dict()}
+            "classes": generator.classes, "n_classes": generator.n_classes, "routing": generator.routing,
+            "calibration": [list(map(float, row)) for row in generator.calibration],
+            "task_classifier": generator.task_classifier is not None,
+            "state_dict": generator.state_dict()}
 
 
 def generator_from_state(saved: dict) -> NeuMetaGenerator:
@@ -220,7 +250,10 @@ def generator_from_state(saved: dict) -> NeuMetaGenerator:
     classes = saved.get("classes")
     generator = NeuMetaGenerator(layout, list(saved["heads"]), **saved["arch"],
                                  classes=None if classes is None else [list(c) for c in classes],
-                                 n_classes=saved.get("n_classes"))
+                                 n_classes=saved.get("n_classes"), routing=saved.get("routing") or "entropy")
+    generator.calibration = [list(row) for row in saved.get("calibration", [])]
+    if saved.get("task_classifier"):
+        generator.task_classifier = task_classifier(layout, generator.n_classes)
     generator.load_state_dict(saved["state_dict"])
     return generator
 

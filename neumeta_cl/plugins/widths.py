@@ -3,7 +3,7 @@
 The record (``experiences[i]["widths_eval"]`` in results.json, ``width/...`` and the
 ``accuracy_by_width`` table in W&B) holds, per width, the accuracy on each seen task's test data
 and the median time to generate that task's network. On a class-incremental stream they are the
-accuracy of the ``EntropyRouter`` over every seen task's network (the task is inferred) and the
+accuracy of the ``TaskRouter`` over every seen task's network (the task is inferred) and the
 time to generate all of them. A width held out of training is marked ``unseen``. The generator is
 saved next to results.json (``generator.pt``) after every experience.
 """

@@ -19,7 +19,9 @@ Per experience ``t`` (task-incremental: one head per task; class-incremental bel
      + l2_weight * mean(w^2)                             small weights
      + reg_weight * mean_{k<t, d in {full, d'}} mean (G(e_k, d) - G*(e_k, d))^2   old tasks stay put
 
-   where ``w*`` is the smoothed teacher and ``d'`` another drawn width. All three compare the INR's
+   where ``w*`` is the smoothed teacher and ``d'`` another drawn width; ``reg_tasks`` > 0 draws
+   that many old tasks per step instead of all (von Oswald et al.'s stochastic regulariser; the
+   mean over them estimates the mean over all). All three compare the INR's
    raw outputs, which have unit scale in every layer (see ``hypernet.generator``). Old task
    embeddings are frozen; the new task's embedding (random, as in von Oswald et al.) and the INR
    train.
@@ -28,8 +30,11 @@ Per experience ``t`` (task-incremental: one head per task; class-incremental bel
 
 On a class- or domain-incremental stream (one shared head, no task label at test time) every
 experience becomes a task of its own, with its own embedding and a head over its classes; at test
-time each seen task's network classifies the input and the most certain one (lowest predictive
-entropy) answers (von Oswald et al.'s HNET+ENT, ``hypernet.routing``).
+time the task is inferred (``routing``, ``hypernet.routing``): the most certain task network
+answers (``entropy``, von Oswald et al.'s HNET+ENT), or a slimmable task classifier trained with
+ER-ACE on a memory of ``buffer_size`` samples weighs the task networks (``router``,
+``strategies.task_classifier``), or the task networks' logits are calibrated jointly on that
+memory (``calibrated``).
 """
 
 from __future__ import annotations
@@ -45,17 +50,21 @@ from torch import nn
 
 from neumeta_cl.data import TensorExperience
 from neumeta_cl.errors import ConfigError
-from neumeta_cl.hypernet.generator import NeuMetaGenerator, Request, Weights, generator_from_state, generator_state
+from neumeta_cl.hypernet.generator import (NeuMetaGenerator, Request, Weights, generator_from_state, generator_state,
+                                           task_classifier)
 from neumeta_cl.hypernet.layout import TargetLayout
-from neumeta_cl.hypernet.routing import route_by_entropy
+from neumeta_cl.hypernet.routing import fit_calibration, route
+from neumeta_cl.hypernet.slimmable import narrowed
 from neumeta_cl.hypernet.smoothing import layer_weights, smooth, total_variation
 from neumeta_cl.nets.heads import MultiHead, SingleHead
 from neumeta_cl.plugins.widths import WidthSweep
 from neumeta_cl.protocol import Plugin, RunSettings, StrategyReport
 from neumeta_cl.runner.checkpoint import python_rng_state, set_python_rng_state
 from neumeta_cl.strategies.base import ContinualModule
+from neumeta_cl.strategies.buffer import ReplayBuffer
+from neumeta_cl.strategies.task_classifier import SlimmableTaskClassifier
 from neumeta_cl.strategies.optim import OptimConfig
-from neumeta_cl.strategies.fit import fit_experience
+from neumeta_cl.strategies.fit import fit_experience, fit_module
 
 
 def flat(weights: Weights) -> torch.Tensor:
@@ -115,9 +124,13 @@ class GeneratedNets(nn.Module):
         if generator.infers_task:  # class-incremental: the task is inferred, t is ignored
             if not generator.heads:  # before the first experience: no task, no opinion
                 return x.new_zeros((x.shape[0], generator.n_classes))
-            tasks = range(len(generator.heads))
-            logits = [generator.run(self.task_weights(k), k, self.eval_widths, x) for k in tasks]
-            return route_by_entropy(logits, generator.classes, generator.n_classes)
+            logits = [generator.run(self.task_weights(k), k, self.eval_widths, x) for k in range(len(generator.heads))]
+            router = None
+            if generator.routing == "router":  # the slimmable task classifier at the same widths
+                router = narrowed(generator.layout, generator.task_classifier, self.eval_widths)
+            calibration = generator.calibration_tensor() if generator.routing == "calibrated" else None
+            return route(generator.routing, logits, generator.classes, generator.n_classes,
+                         router_logits=None if router is None else router(x), calibration=calibration)
         if t is None:
             raise ValueError("generated networks are per task; pass t (one task label per sample)")
         tasks = t.unique().tolist()
@@ -140,7 +153,9 @@ class NeuMeta(ContinualModule):
                  teacher_epochs: int = 3, teachers: str = "every", task_init: str = "random", recon_steps: int = 300,
                  clip_grad: float = 1.0, eval_fractions: list[float] | None = None, layer_dim: int = 8,
                  lr_schedule: str = "cosine", tsp_seconds: float = 0.2, teacher_seed_offset: int = 7919,
-                 teacher_data_seed_offset: int = 1000):
+                 teacher_data_seed_offset: int = 1000, reg_tasks: int = 0, inr_epochs: int | None = None,
+                 routing: str = "entropy", buffer_size: int = 500, mem_batch_size: int | None = None,
+                 router_epochs: int = 3):
         head = getattr(net, "head", None)
         if not isinstance(head, (MultiHead, SingleHead)):
             raise ConfigError(f"strategy=neumeta generates MLP or CNN targets with a linear head, not "
@@ -148,14 +163,27 @@ class NeuMeta(ContinualModule):
         eval_fractions = list(eval_fractions if eval_fractions is not None else [0.25, 0.5, 0.75, 1.0])
         arch = dict(hidden=hidden, n_blocks=n_blocks, n_freqs=n_freqs, layer_dim=layer_dim, task_dim=task_dim, film=film)
         _check(min_width=min_width, coord_noise=coord_noise, recon_weight=recon_weight, l2_weight=l2_weight,
-               reg_weight=reg_weight, eval_samples=eval_samples, teacher_epochs=teacher_epochs, teachers=teachers,
-               task_init=task_init, eval_fractions=eval_fractions)
+               reg_weight=reg_weight, reg_tasks=reg_tasks, eval_samples=eval_samples, teacher_epochs=teacher_epochs,
+               teachers=teachers, task_init=task_init, eval_fractions=eval_fractions, inr_epochs=inr_epochs)
         layout = TargetLayout.from_net(net)
+        train_widths, unseen_widths = training_widths(layout, min_width, widths_unseen or [])
         # Task-incremental: one generated network per task label. Class-/domain-incremental (a single
         # head): one per experience, added as it starts; at test time the task is inferred
         # (``hypernet.routing``).
+        router, memory = None, None
         if isinstance(head, SingleHead):
-            generator = NeuMetaGenerator(layout, [], **arch, classes=[], n_classes=head.linear.out_features)
+            generator = NeuMetaGenerator(layout, [], **arch, classes=[], n_classes=head.linear.out_features,
+                                         routing=routing)
+            if routing == "router":  # its memory takes each experience before it trains (ER-ACE)
+                if router_epochs < 1:
+                    raise ConfigError(f"strategy.router_epochs must be at least 1, got {router_epochs}.")
+                generator.task_classifier = task_classifier(layout, generator.n_classes)
+                router = SlimmableTaskClassifier(generator.task_classifier, layout, optim, train_widths,
+                                                 batch_size=batch_size, seed=seed, buffer_size=buffer_size,
+                                                 mem_batch_size=mem_batch_size)
+                memory = router.buffer
+            elif routing == "calibrated":  # fitted after training, on a memory holding this experience
+                memory = ReplayBuffer(buffer_size, "class_balanced", seed)
         else:
             generator = NeuMetaGenerator(layout, head.sizes, **arch)
         # The INR's learning rate follows ``lr_schedule`` (cosine: it ends each experience settled, the
@@ -168,9 +196,17 @@ class NeuMeta(ContinualModule):
         self.layout = layout
         self.coord_noise, self.recon_weight, self.l2_weight = coord_noise, recon_weight, l2_weight
         self.reg_weight, self.task_init, self.teachers = reg_weight, task_init, teachers
+        self.reg_tasks, self.inr_epochs = reg_tasks, inr_epochs
         self.teacher_epochs, self.recon_steps, self.clip_grad = teacher_epochs, recon_steps, clip_grad
         self.parts.append(GradClip(clip_grad))
-        self.train_widths, self.unseen_widths = training_widths(layout, min_width, widths_unseen or [])
+        # Class-incremental, routing=router: the module that trains the task classifier (kept out of
+        # this module's children: its net is the generator's ``task_classifier``).
+        object.__setattr__(self, "router", router)
+        self.router_epochs = router_epochs
+        self.memory = memory
+        if memory is not None:
+            self.parts.append(memory)
+        self.train_widths, self.unseen_widths = train_widths, unseen_widths
         self.eval_fractions = eval_fractions
         self.rng = random.Random(seed)
         self.noise_gen = torch.Generator().manual_seed(seed)
@@ -211,7 +247,22 @@ class NeuMeta(ContinualModule):
             self.teacher = self._train_teacher(experience)
             if self.recon_steps:
                 self._fit_teacher()
+        if self.router is not None:
+            self._train_router(experience)
 
+    def _train_router(self, experience: TensorExperience) -> None:
+        """The task classifier learns the experience with ER-ACE on its memory (which already holds
+        some of this experience's samples), at every width (``strategies.task_classifier``)."""
+        t0 = time.perf_counter()
+        device = self.generator.inr.stem.weight.device
+        router = self.router
+        router.net.requires_grad_(True)
+        router.before_experience(experience)
+        fit_module(router, experience, epochs=self.router_epochs, batch_size=self.batch_size,
+                   seed=self.seed + self.teacher_data_seed_offset * experience.index,
+                   accelerator="gpu" if device.type == "cuda" else "cpu")
+        router.net.requires_grad_(False)
+        self.info.update(router_seconds=time.perf_counter() - t0)
     def _task_of(self, experience: TensorExperience) -> int:
         """The generator's task for an experience: its task label, or (class-incremental) its
         position in the stream, with a new task and embedding the first time it is seen."""
@@ -251,8 +302,8 @@ class NeuMeta(ContinualModule):
         return self.generator.unscale(smoothed)  # the raw outputs that would reproduce the teacher
 
     def _fit_teacher(self) -> None:
-        """Warm start: reconstruction (and the old-task regulariser) only, no data. Each step costs
-        one INR pass per network it compares, so it grows with the number of old tasks."""
+        """Warm start: reconstruction (and the old-task regulariser on ``reg_tasks`` sampled old
+        tasks) only, no data; a step costs the same however many tasks came before."""
         t0 = time.perf_counter()
         params = [p for p in self.generator.parameters() if p.requires_grad]
         opt = self.optim.build(params)
@@ -269,16 +320,36 @@ class NeuMeta(ContinualModule):
         self.net.version += 1
         self.info.update(recon_seconds=time.perf_counter() - t0, recon_error=err)
 
+    def epochs(self, configured: int) -> int:
+        """The INR's epochs over the experience (``inr_epochs``; null: ``train.epochs``, as the teacher)."""
+        return configured if self.inr_epochs is None else self.inr_epochs
+
     def after_training(self, experience: TensorExperience) -> None:
         with torch.no_grad():
             self.trained[self.task] = flat(self.generator.weights(self.task)).detach()
         self.net.version += 1
+        if self.generator.routing == "calibrated":
+            self._calibrate()
+        self.generator.train(self.training)  # fit_module leaves the task classifier in eval mode
+
+    @torch.no_grad()
+    def _calibrate(self) -> None:
+        """Fit each experience network's scale and shift on the memory (which now holds this
+        experience too), at full width: one softmax over all of them should be right."""
+        generator = self.generator
+        x, y = self.memory.sample(len(self.memory), self.device, fields=("x", "y"))
+        logits = [generator.run(generator.weights(k), k, generator.layout.widths, x) for k in range(len(generator.heads))]
+        with torch.enable_grad():
+            scale, shift = fit_calibration([lg.cpu() for lg in logits], y.cpu(), generator.classes, generator.n_classes)
+        generator.calibration = [[float(a), float(b)] for a, b in zip(scale, shift)]
 
     def report(self) -> StrategyReport:
         drift = self.weight_drift()
         info = {**self.info, "weight_drift": {str(k): v for k, v in drift.items()}}
         scalars = {f"drift/task{k}": v for k, v in drift.items()}
         info["stored_params"] = sum(p.numel() for p in self.generator.parameters())
+        if self.memory is not None:  # samples stored, in replay's units
+            info["memory_samples"] = len(self.memory)
         return StrategyReport(info=info, scalars=scalars)
 
     # -- state ---------------------------------------------------------------------------------
@@ -288,15 +359,22 @@ class NeuMeta(ContinualModule):
     def load_net_state(self, state: dict) -> None:
         self.net.generator = generator_from_state(state).train()
         self.net.version += 1  # generated weights cached before are stale
+        if self.router is not None:  # it trains the generator's task classifier, now the loaded one
+            self.router.net = self.generator.task_classifier
 
     def extra_state(self) -> dict:
-        return {"rng": python_rng_state(self.rng), "noise_gen": self.noise_gen.get_state(),
-                "trained": dict(self.trained)}
+        state = {"rng": python_rng_state(self.rng), "noise_gen": self.noise_gen.get_state(),
+                 "trained": dict(self.trained)}
+        if self.router is not None:
+            state["router"] = self.router.extra_state()
+        return state
 
     def load_extra_state(self, state: dict) -> None:
         set_python_rng_state(state["rng"], self.rng)
         self.noise_gen.set_state(state["noise_gen"])
         self.trained = {int(k): v for k, v in state["trained"].items()}
+        if self.router is not None:
+            self.router.load_extra_state(state["router"])
 
     @torch.no_grad()
     def weight_drift(self) -> dict[int, float]:
@@ -317,22 +395,30 @@ class NeuMeta(ContinualModule):
     # -- training ------------------------------------------------------------------------------
     def _generate(self, noise: float, drawn: bool = True):
         """One INR pass: task t at full width (then, if ``drawn``, at the narrowest and at a random
-        training width), then every old task at full width and at one random training width.
-        Returns the raw outputs and their requests, in that order."""
+        training width), then old tasks at full width and at one random training width. Returns
+        the raw outputs and their requests, in that order."""
         task, full = self.task, tuple(self.layout.widths)
-        requests = [Request(task, full, noise)]
+        widths = [full]
         if drawn:  # the sandwich rule (Yu & Huang 2019): the narrowest width and a random one
-            requests.append(Request(task, self.train_widths[0], noise))
-            requests.append(Request(task, self.rng.choice(self.train_widths), noise))
+            widths += [self.train_widths[0], self.rng.choice(self.train_widths)]
+        requests = [Request(task, w, noise) for w in widths]
         # Old tasks at full width (where the new task's loss and reconstruction push hardest) and at
-        # one drawn width.
+        # one drawn width: ``reg_tasks`` of them drawn per step (von Oswald et al.'s stochastic
+        # regulariser), so a step costs the same however many tasks came before.
         reg_width = self.rng.choice(self.train_widths)
-        requests += [Request(k, w) for k in sorted(self.trained) for w in (full, reg_width)]
+        requests += [Request(k, w) for k in self._regularised_tasks() for w in (full, reg_width)]
         return self.generator.raw_many(requests, self.noise_gen), requests
+
+    def _regularised_tasks(self) -> list[int]:
+        old = sorted(self.trained)
+        if not self.reg_tasks or len(old) <= self.reg_tasks:
+            return old
+        return sorted(self.rng.sample(old, self.reg_tasks))
 
     def _old_task_penalty(self, raws: list[Weights], requests: list[Request]) -> torch.Tensor | float:
         """von Oswald et al.'s output regulariser, on unit-scale raw outputs (mean over weights):
-        each old task's outputs against what it generated at that width before this experience."""
+        each old task's outputs against what it generated at that width before this experience.
+        The mean over the sampled old tasks is an unbiased estimate of the mean over all of them."""
         if not raws or not self.reg_weight:
             return 0.0
         reg = sum((flat(raw) - self.old_targets[(r.task, r.widths)]).pow(2).mean() for raw, r in zip(raws, requests))
@@ -364,15 +450,17 @@ class NeuMeta(ContinualModule):
                                        noise=self.net.noise)
 
 
-def _check(*, min_width, coord_noise, recon_weight, l2_weight, reg_weight, eval_samples, teacher_epochs, teachers,
-           task_init, eval_fractions) -> None:
+def _check(*, min_width, coord_noise, recon_weight, l2_weight, reg_weight, reg_tasks, eval_samples, teacher_epochs,
+           teachers, task_init, eval_fractions, inr_epochs) -> None:
     """Every strategy value a user can get wrong, as one-sentence errors."""
     if not 0 < min_width <= 1:
         raise ConfigError(f"strategy.min_width must be in (0, 1], got {min_width}.")
     for key, value in (("coord_noise", coord_noise), ("recon_weight", recon_weight), ("l2_weight", l2_weight),
-                       ("reg_weight", reg_weight), ("teacher_epochs", teacher_epochs)):
+                       ("reg_weight", reg_weight), ("reg_tasks", reg_tasks), ("teacher_epochs", teacher_epochs)):
         if value < 0:
             raise ConfigError(f"strategy.{key} must be non-negative, got {value}.")
+    if inr_epochs is not None and inr_epochs < 1:
+        raise ConfigError(f"strategy.inr_epochs must be at least 1 (or null for train.epochs), got {inr_epochs}.")
     if eval_samples < 1:
         raise ConfigError(f"strategy.eval_samples must be at least 1, got {eval_samples}.")
     if teachers not in ("every", "first"):

@@ -81,8 +81,19 @@ def _std(values) -> float:
     return 0.0 if math.isnan(std) else std
 
 
+def training_seconds(result: dict) -> float:
+    """A NeuMeta run's training time: per experience its teacher, its warm-up and its training
+    epochs (not the evaluations and width sweeps, which the individual networks do not have)."""
+    return float(sum(e["train_seconds"] + e["strategy"].get("teacher_seconds", 0.0)
+                     + e["strategy"].get("recon_seconds", 0.0) for e in result["experiences"]))
+
+
 def figures(results: list[dict], individuals: list[dict], seconds_per_seed: list[float]) -> dict:
-    """The experiment's numbers from each seed's results.json and its individually trained networks."""
+    """The experiment's numbers from each seed's results.json and its individually trained networks.
+
+    ``train_time_ratio``: NeuMeta's training seconds (``training_seconds``) over those of the
+    individual networks it replaces, summed over seeds. It is only a fair ratio when both were
+    trained in the same run (``train_time_same_run``: no individuals reused with --baselines)."""
     from neumeta_cl.metrics import backward_transfer
 
     rows = {}
@@ -114,6 +125,7 @@ def figures(results: list[dict], individuals: list[dict], seconds_per_seed: list
         "gen_full_under_100ms": bool(full["gen_ms"] < 100),
         "under_20_min_per_seed": bool(np.mean(seconds_per_seed) < 20 * 60),
     }
+    ratio = round(sum(map(training_seconds, results)) / sum(i["seconds"] for i in individuals), 3)
     return {
         "acc_full": round(acc_full, 4),
         "acc_full_upper": round(full["individual"], 4),
@@ -126,6 +138,8 @@ def figures(results: list[dict], individuals: list[dict], seconds_per_seed: list
         "individual_params_total": individual_total,
         "gen_ms_full": round(full["gen_ms"], 2),
         "minutes_per_seed": round(float(np.mean(seconds_per_seed)) / 60, 2),
+        "train_time_ratio": ratio,
+        "train_time_same_run": not any(i.get("reused") for i in individuals),
         "seeds": len(results),
         "stream": f"{results[0]['stream']['name']} ({results[0]['stream']['scenario']}-incremental)",
         "targets": targets,
@@ -187,7 +201,8 @@ def run_seeds(overrides: list[str] | None = None, out_root="runs", seeds: list[i
         fractions = sorted({*map(float, strategy["eval_fractions"]), *map(float, strategy["widths_unseen"])})
         cfg = load([*spec.overrides, *spec.axis("strategy").overrides_of("neumeta"), f"seed={seed}", *extra])
         seconds = time.perf_counter() - t0
-        individuals = reused(seed) or train_individuals(cfg, fractions)
+        old = reused(seed)
+        individuals = {**old, "reused": True} if old else train_individuals(cfg, fractions)
         if individuals["fractions"] != fractions:
             raise ConfigError(f"--baselines: seed {seed} was trained at widths {individuals['fractions']}, "
                               f"this run evaluates {fractions}.")

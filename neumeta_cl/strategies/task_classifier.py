@@ -1,0 +1,55 @@
+"""The task classifier of class-incremental NeuMeta: which experience does an input come from?
+
+One ordinary network of the target family (BatchNorm-free) over all classes, trained on the
+current experience and a small memory with ER-ACE's loss (Caccia et al. 2022), and slimmable
+(``hypernet.slimmable``): every step trains the full, the narrowest and a random training width
+together (the sandwich rule), so it answers at every width the generator serves.
+"""
+
+from __future__ import annotations
+
+import random
+
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from neumeta_cl.hypernet.layout import TargetLayout
+from neumeta_cl.hypernet.slimmable import layers, slice_weights
+from neumeta_cl.runner.checkpoint import python_rng_state, set_python_rng_state
+from neumeta_cl.strategies.er_ace import ERACE
+from neumeta_cl.strategies.optim import OptimConfig
+
+
+class SlimmableTaskClassifier(ERACE):
+    """ER-ACE on one slimmable network; ``train_widths`` are the widths the sandwich rule draws from
+    (the generator's training widths)."""
+
+    def __init__(self, net: nn.Module, layout: TargetLayout, optim: OptimConfig, train_widths: list[tuple[int, ...]],
+                 *, batch_size: int, seed: int, buffer_size: int, mem_batch_size: int | None):
+        super().__init__(net, optim, batch_size=batch_size, seed=seed, buffer_size=buffer_size,
+                         mem_batch_size=mem_batch_size)
+        self.layout, self.n_classes = layout, net.head.linear.out_features
+        self.train_widths = list(train_widths)
+        self.rng = random.Random(seed)
+        self._shells: dict[tuple, nn.Module] = {}
+
+    def logits_at(self, widths, x: torch.Tensor) -> torch.Tensor:
+        widths = tuple(widths)
+        if widths not in self._shells:
+            self._shells[widths] = self.layout.build(widths, self.n_classes).to(x.device)
+        weights = slice_weights(layers(self.net), widths)
+        return functional_call(self._shells[widths], TargetLayout.state_dict(weights), (x,))
+
+    def compute_loss(self, batch) -> torch.Tensor:
+        """ER-ACE's loss at the full, the narrowest and a random training width (sandwich rule)."""
+        n_current = len(batch[0])
+        x, y, _ = self.training_batch(batch)
+        widths = [self.layout.widths, self.train_widths[0], self.rng.choice(self.train_widths)]
+        return sum(self.criterion(self.logits_at(w, x), y, n_current) for w in widths)
+
+    def extra_state(self) -> dict:
+        return {"rng": python_rng_state(self.rng)}
+
+    def load_extra_state(self, state: dict) -> None:
+        set_python_rng_state(state["rng"], self.rng)
