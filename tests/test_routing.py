@@ -127,3 +127,46 @@ def test_neumeta_router_run_on_class_incremental_digits(tmp_path):
     classifier_acc = np.mean([tensor_accuracy(narrowed(g.layout, g.task_classifier, g.layout.widths), e.x, e.y)
                               for e in stream.test])
     assert classifier_acc > 0.2, classifier_acc  # 0.27 measured: this classifier is still weak (README)
+
+
+def test_router_state_round_trip_relinks_the_task_classifier():
+    """Resume: the loaded generator brings its own task classifier; the module that trains it must
+    train that one (not the object it held before), with the memory and random state restored."""
+    from neumeta_cl.config import load, to_dict
+    from neumeta_cl.run import build_stream_from
+    from neumeta_cl.strategies import OptimConfig, build_strategy
+    from tests.conftest import Boundary, end_experience
+
+    cfg = load(["benchmark=split_digits", "benchmark.scenario=class", "model=cnn", "model.channels=[4,8]",
+                "strategy=neumeta", "strategy.routing=router", "strategy.buffer_size=50", "strategy.hidden=16",
+                "strategy.task_dim=4", "strategy.recon_steps=2", "strategy.teacher_epochs=1",
+                "strategy.router_epochs=1"])
+    stream = build_stream_from(cfg)
+
+    def fresh():
+        net = build_model(to_dict(cfg.model), stream.input_shape, stream.n_classes, stream.heads)
+        return build_strategy(to_dict(cfg.strategy), net, OptimConfig("adam", 3e-3), 32, 0)
+
+    s = fresh()
+    exp = stream.train[0]
+    for part in s.parts:
+        part.before_experience(Boundary(s, exp))
+    s.before_experience(exp)
+    end_experience(s, exp)
+    state = s.state_dict()
+    t = fresh()
+    t.load_state_dict(torch.load(_roundtrip(state), weights_only=True))
+    assert t.router.net is t.generator.task_classifier
+    for a, b in zip(s.generator.task_classifier.parameters(), t.generator.task_classifier.parameters()):
+        assert torch.equal(a, b) and not b.requires_grad
+    assert torch.equal(t.memory.x, s.memory.x) and len(t.memory) == 50
+    assert t.router.rng.random() == s.router.rng.random()
+
+
+def _roundtrip(state):
+    import io
+
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    buffer.seek(0)
+    return buffer
