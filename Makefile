@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-slow data bench compare bench-morph bench-sweep reproduce-quick morph-vs-fixed neumeta-widths paths install clean
+.PHONY: run test test-slow data bench compare bench-morph bench-sweep reproduce-quick morph-vs-fixed neumeta-widths neumeta-class-il paths install clean
 
 install: $(STAMP)
 
@@ -46,6 +46,9 @@ morph-vs-fixed: $(STAMP) data
 
 neumeta-widths: $(STAMP) data
 	$(BIN)/python scripts/neumeta_widths.py
+
+neumeta-class-il: $(STAMP) data
+	$(BIN)/python scripts/neumeta_class_il.py
 
 paths: $(STAMP) data
 	$(BIN)/python scripts/paths.py

@@ -170,3 +170,23 @@ def _roundtrip(state):
     torch.save(state, buffer)
     buffer.seek(0)
     return buffer
+
+
+def test_class_il_figures_from_results():
+    from neumeta_cl.studies.neumeta_class_il import figures, missed_targets
+
+    def run(acc, widths=None, memory=None):
+        last = {"strategy": {} if memory is None else {"memory_samples": memory}}
+        if widths:
+            last["widths_eval"] = [{"fraction": f, "acc_seen": a} for f, a in widths.items()]
+        return {"metrics": {"acc": acc}, "experiences": [last]}
+
+    figs = figures({"replay": [run(0.60), run(0.70)],
+                    "neumeta_router": [run(0.70, {0.25: 0.66, 0.5: 0.69, 1.0: 0.70}, 500),
+                                       run(0.66, {0.25: 0.60, 0.5: 0.65, 1.0: 0.66}, 500)]})
+    assert figs["acc_classil"]["replay"] == [0.65, pytest.approx(0.0707, abs=1e-4)]
+    assert figs["acc_classil_by_width"]["neumeta_router"]["0.25"][0] == pytest.approx(0.63)
+    assert figs["memory_samples"] == {"neumeta_router": 500}
+    # full width 0.68 >= replay 0.65; 25% is 5 points below full width
+    assert figs["targets"] == {"neumeta_router_at_least_replay": True, "neumeta_router_narrow_within_3pt": False}
+    assert missed_targets(figs) == ["neumeta_router_narrow_within_3pt"]

@@ -1,0 +1,67 @@
+"""NeuMeta without task labels against the memory baselines: the ``neumeta_class_il`` experiment.
+
+``figures`` reads each run's results.json: ACC per strategy (mean and sample std over seeds) and,
+for the NeuMeta variants, ACC at every width of their width sweeps after the whole stream;
+``targets`` checks the experiment's claims (at least replay's ACC at full width; 25% and 50%
+within 3 points of full width). ``scripts/neumeta_class_il.py`` is the command line.
+"""
+
+from __future__ import annotations
+
+import math
+
+from neumeta_cl.report.stats import mean_std
+
+
+def _pair(values) -> list[float]:
+    mean, std, _ = mean_std(values)
+    return [round(mean, 4), 0.0 if math.isnan(std) else round(std, 4)]
+
+
+def figures(runs: dict[str, list[dict]]) -> dict:
+    """``runs``: strategy label -> the results.json of each seed."""
+    acc = {label: _pair([r["metrics"]["acc"] for r in rs]) for label, rs in runs.items()}
+    by_width = {}
+    for label, rs in runs.items():
+        sweeps = [r["experiences"][-1].get("widths_eval") for r in rs]
+        if all(sweeps):
+            fractions = [w["fraction"] for w in sweeps[0]]
+            by_width[label] = {f"{f:g}": _pair([next(w["acc_seen"] for w in s if w["fraction"] == f) for s in sweeps])
+                               for f in fractions}
+    targets = {}
+    if "replay" in acc:
+        for label, widths in by_width.items():
+            full = widths.get("1")
+            if full is None:
+                continue
+            targets[f"{label}_at_least_replay"] = bool(full[0] >= acc["replay"][0])
+            targets[f"{label}_narrow_within_3pt"] = bool(all(full[0] - widths[f][0] <= 0.03
+                                                              for f in ("0.25", "0.5") if f in widths))
+    memories = {label: rs[0]["experiences"][-1]["strategy"].get("memory_samples") for label, rs in runs.items()}
+    return {"acc_classil": acc, "acc_classil_by_width": by_width, "seeds": max(len(rs) for rs in runs.values()),
+            "memory_samples": {k: v for k, v in memories.items() if v is not None}, "targets": targets}
+
+
+def render(figs: dict, title: str):
+    from rich.table import Table
+
+    fractions = sorted({f for w in figs["acc_classil_by_width"].values() for f in w}, key=float)
+    table = Table(title=f"{title} · ACC, mean ± sample std (ddof=1) over {figs['seeds']} seed(s)")
+    for col in ("strategy", "ACC", *[f"{float(f):.1%} width" for f in fractions]):
+        table.add_column(col, justify="right")
+    for label, (mean, std) in figs["acc_classil"].items():
+        widths = figs["acc_classil_by_width"].get(label, {})
+        table.add_row(label, f"{mean:.4f} ± {std:.4f}",
+                      *[f"{widths[f][0]:.4f} ± {widths[f][1]:.4f}" if f in widths else "-" for f in fractions])
+    return table
+
+
+def missed_targets(figs: dict) -> list[str]:
+    return [k for k, ok in figs["targets"].items() if not ok]
+
+
+def summarise(result) -> dict:
+    """``figures`` of an ``experiment.run_experiment`` result."""
+    from neumeta_cl.tracking.results import load_results
+
+    return figures({label: [load_results(r.results_path) for r in rs] for label, rs in result.runs.items()})
