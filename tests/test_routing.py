@@ -10,7 +10,7 @@ import torch
 
 from neumeta_cl.hypernet.layout import TargetLayout
 from neumeta_cl.hypernet.routing import (fit_calibration, route_by_router, route_calibrated, task_log_probs)
-from neumeta_cl.hypernet.slimmable import layers, narrowed, slice_weights
+from neumeta_cl.hypernet.slimmable import STATISTICS, batchnorm_statistics, narrowed, slice_state
 from neumeta_cl.nets import build_model
 
 
@@ -58,25 +58,33 @@ def test_calibration_fixes_an_overconfident_task_network():
 
 
 @pytest.mark.parametrize("model", [{"name": "mlp", "widths": [12, 10]},
-                                   {"name": "cnn", "channels": [6, 8], "kernel_size": 3, "batchnorm": False,
+                                   {"name": "cnn", "channels": [6, 8], "kernel_size": 3, "batchnorm": True,
                                     "activation": "relu"}])
 def test_a_narrowed_network_is_the_slice_of_the_full_one(model):
     torch.manual_seed(0)
     shape = (1, 8, 8) if model["name"] == "cnn" else (20,)
-    net = build_model(model, shape, 5, None).eval()
+    net = build_model(model, shape, 5, None)
     layout = TargetLayout.from_net(net)
-    x = torch.randn(7, *shape)
-    full = narrowed(layout, net, layout.widths)
+    x = torch.randn(64, *shape)
+    net.train()(x)  # some BatchNorm statistics
+    net.eval()
+    full = narrowed(layout, net, layout.widths, {k: v for k, v in net.state_dict().items() if k.endswith(STATISTICS)})
     assert torch.equal(full(x), net(x))
     small_widths = tuple(max(1, w // 2) for w in layout.widths)
     small = narrowed(layout, net, small_widths)
-    sliced = slice_weights(layers(net), small_widths)
-    for (w, b), module in zip(sliced, [blk[0] for blk in small.blocks] + [small.head.linear]):
-        assert torch.equal(module.weight, w) and torch.equal(module.bias, b)
-    assert small.head.linear.out_features == 5 and tuple(small.widths) == small_widths
-    # the first layer keeps every input, the last every class
-    assert sliced[0][0].shape[1] == layers(net)[0][0].shape[1]
-    assert sliced[-1][0].shape == (5, small_widths[-1])
+    state, sliced = small.state_dict(), slice_state(net.state_dict(), small_widths)
+    for key, value in sliced.items():
+        if not key.endswith(STATISTICS):
+            assert torch.equal(state[key], value), key
+    first, head = "blocks.0.0.weight", "head.linear.weight"
+    assert state[first].shape[:2] == (small_widths[0], net.state_dict()[first].shape[1])  # every input kept
+    assert state[head].shape == (5, small_widths[-1])  # every class kept
+    if model["name"] == "cnn":  # the statistics of that width: BatchNorm calibration on x
+        stats = batchnorm_statistics(layout, net, small_widths, x)
+        calibrated = narrowed(layout, net, small_widths, stats)
+        h = calibrated.blocks[0][0](x)
+        assert torch.allclose(stats["blocks.0.1.running_mean"], h.mean((0, 2, 3)), atol=1e-5)
+        assert torch.allclose(stats["blocks.0.1.running_var"], h.var((0, 2, 3)), atol=1e-4)
 
 
 def test_stochastic_regulariser_draws_reg_tasks_old_tasks():
@@ -124,8 +132,7 @@ def test_neumeta_router_run_on_class_incremental_digits(tmp_path):
     quarter = {r["fraction"]: r for r in data["experiences"][-1]["widths_eval"]}[0.25]
     assert [tensor_accuracy(router, e.x, e.y) for e in stream.test] == pytest.approx(quarter["accuracy"], abs=1e-9)
     # the task classifier learnt something of the stream from its memory of 100 (chance: 0.1)
-    classifier_acc = np.mean([tensor_accuracy(narrowed(g.layout, g.task_classifier, g.layout.widths), e.x, e.y)
-                              for e in stream.test])
+    classifier_acc = np.mean([tensor_accuracy(g.classifier_at(g.layout.widths), e.x, e.y) for e in stream.test])
     assert classifier_acc > 0.2, classifier_acc  # 0.27 measured: this classifier is still weak (README)
 
 

@@ -26,7 +26,7 @@ from neumeta_cl.hypernet.coords import Queries, jitter, weight_queries
 from neumeta_cl.hypernet.inr import WeightINR
 from neumeta_cl.hypernet.layout import TargetLayout
 from neumeta_cl.hypernet.routing import ROUTINGS, TaskRouter
-from neumeta_cl.hypernet.slimmable import narrowed
+from neumeta_cl.hypernet.slimmable import has_batchnorm, narrowed
 
 Weights = list[tuple[torch.Tensor, torch.Tensor]]  # (weight, bias) per generated layer
 
@@ -60,6 +60,7 @@ class NeuMetaGenerator(nn.Module):
         # with a calibration, one (scale, shift) per task.
         self.routing = routing if self.infers_task else None
         self.task_classifier: nn.Module | None = None
+        self.classifier_statistics: dict[tuple, dict] = {}  # its BatchNorm statistics per width
         self.calibration: list[list[float]] = []
         full = layout.shapes(layout.widths, max(heads, default=1))
         self.inr = WeightINR([s.kernel_numel for s in full], len(heads), hidden, n_blocks, n_freqs, layer_dim,
@@ -216,9 +217,19 @@ class NeuMetaGenerator(nn.Module):
         router = None
         if self.routing == "router":  # the task classifier at the same width: slimmable, see hypernet.slimmable
             chosen = self.layout.at_fraction(fraction) if fraction is not None else (widths or self.layout.widths)
-            router = narrowed(self.layout, self.task_classifier, chosen)
+            router = self.classifier_at(chosen)
         return TaskRouter(nets, self.classes, self.n_classes, self.routing, router,
                           self.calibration_tensor() if self.routing == "calibrated" else None).eval()
+
+    def classifier_at(self, widths) -> nn.Module:
+        """The task classifier at ``widths``: an ordinary module, with that width's BatchNorm
+        statistics (measured for every uniformly scaled width after each experience)."""
+        widths = self.layout.check_widths(widths)
+        statistics = self.classifier_statistics.get(widths)
+        if statistics is None and has_batchnorm(self.task_classifier):
+            raise ConfigError(f"The task classifier has BatchNorm statistics for uniformly scaled widths only, not "
+                              f"{list(widths)}; ask for a fraction= or a budget= instead.")
+        return narrowed(self.layout, self.task_classifier, widths, statistics)
 
     def calibration_tensor(self) -> torch.Tensor:
         """One (scale, shift) row per task; (1, 0) for a task not calibrated yet."""
@@ -227,10 +238,10 @@ class NeuMetaGenerator(nn.Module):
 
 
 def task_classifier(layout: TargetLayout, n_classes: int) -> nn.Module:
-    """The router's task classifier: a full-width, BatchNorm-free network of the target family over
-    all classes, slimmable (``hypernet.slimmable``). Its weights are trained directly, not
+    """The router's task classifier: a full-width network of the target family over all classes
+    (with BatchNorm where the family has it), slimmable (``hypernet.slimmable``). Its weights are trained directly, not
     generated, so they take no gradient from the INR's optimizer."""
-    return layout.build(layout.widths, n_classes).requires_grad_(False)
+    return layout.build(layout.widths, n_classes, batchnorm=layout.batchnorm).requires_grad_(False)
 
 
 def generator_state(generator: NeuMetaGenerator) -> dict:
@@ -241,6 +252,7 @@ def generator_state(generator: NeuMetaGenerator) -> dict:
             "classes": generator.classes, "n_classes": generator.n_classes, "routing": generator.routing,
             "calibration": [list(map(float, row)) for row in generator.calibration],
             "task_classifier": generator.task_classifier is not None,
+            "classifier_statistics": [[list(w), dict(s)] for w, s in generator.classifier_statistics.items()],
             "state_dict": generator.state_dict()}
 
 
@@ -254,6 +266,7 @@ def generator_from_state(saved: dict) -> NeuMetaGenerator:
     generator.calibration = [list(row) for row in saved.get("calibration", [])]
     if saved.get("task_classifier"):
         generator.task_classifier = task_classifier(layout, generator.n_classes)
+        generator.classifier_statistics = {tuple(w): dict(s) for w, s in saved.get("classifier_statistics", [])}
     generator.load_state_dict(saved["state_dict"])
     return generator
 

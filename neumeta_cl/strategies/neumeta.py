@@ -54,7 +54,7 @@ from neumeta_cl.hypernet.generator import (NeuMetaGenerator, Request, Weights, g
                                            task_classifier)
 from neumeta_cl.hypernet.layout import TargetLayout
 from neumeta_cl.hypernet.routing import fit_calibration, route
-from neumeta_cl.hypernet.slimmable import narrowed
+from neumeta_cl.hypernet.slimmable import batchnorm_statistics, has_batchnorm
 from neumeta_cl.hypernet.smoothing import layer_weights, smooth, total_variation
 from neumeta_cl.nets.heads import MultiHead, SingleHead
 from neumeta_cl.plugins.widths import WidthSweep
@@ -127,7 +127,7 @@ class GeneratedNets(nn.Module):
             logits = [generator.run(self.task_weights(k), k, self.eval_widths, x) for k in range(len(generator.heads))]
             router = None
             if generator.routing == "router":  # the slimmable task classifier at the same widths
-                router = narrowed(generator.layout, generator.task_classifier, self.eval_widths)
+                router = generator.classifier_at(self.eval_widths)
             calibration = generator.calibration_tensor() if generator.routing == "calibrated" else None
             return route(generator.routing, logits, generator.classes, generator.n_classes,
                          router_logits=None if router is None else router(x), calibration=calibration)
@@ -256,12 +256,18 @@ class NeuMeta(ContinualModule):
         t0 = time.perf_counter()
         device = self.generator.inr.stem.weight.device
         router = self.router
-        router.net.requires_grad_(True)
+        router.train().net.requires_grad_(True)
         router.before_experience(experience)
         fit_module(router, experience, epochs=self.router_epochs, batch_size=self.batch_size,
                    seed=self.seed + self.teacher_data_seed_offset * experience.index,
                    accelerator="gpu" if device.type == "cuda" else "cpu")
         router.net.requires_grad_(False)
+        if has_batchnorm(router.net):  # every width the generator can be asked for, on the memory
+            top = self.layout.widths[0]
+            x = self.memory.data["x"].to(device)
+            self.generator.classifier_statistics = {
+                w: batchnorm_statistics(self.layout, router.net, w, x)
+                for w in {self.layout.at_fraction(k / top) for k in range(1, top + 1)}}
         self.info.update(router_seconds=time.perf_counter() - t0)
     def _task_of(self, experience: TensorExperience) -> int:
         """The generator's task for an experience: its task label, or (class-incremental) its

@@ -14,8 +14,8 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from neumeta_cl.hypernet.layout import TargetLayout
-from neumeta_cl.hypernet.slimmable import layers, slice_weights
+from neumeta_cl.hypernet.layout import TargetLayout  # noqa: F401  (type of self.layout)
+from neumeta_cl.hypernet.slimmable import STATISTICS, has_batchnorm, slice_state
 from neumeta_cl.runner.checkpoint import python_rng_state, set_python_rng_state
 from neumeta_cl.strategies.er_ace import ERACE
 from neumeta_cl.strategies.optim import OptimConfig
@@ -37,9 +37,13 @@ class SlimmableTaskClassifier(ERACE):
     def logits_at(self, widths, x: torch.Tensor) -> torch.Tensor:
         widths = tuple(widths)
         if widths not in self._shells:
-            self._shells[widths] = self.layout.build(widths, self.n_classes).to(x.device)
-        weights = slice_weights(layers(self.net), widths)
-        return functional_call(self._shells[widths], TargetLayout.state_dict(weights), (x,))
+            shell = self.layout.build(widths, self.n_classes, batchnorm=has_batchnorm(self.net))
+            self._shells[widths] = shell.to(x.device)
+        state = slice_state({**dict(self.net.named_parameters()), **dict(self.net.named_buffers())}, widths)
+        # BatchNorm normalises with the batch's statistics here; the running ones it would update
+        # are throwaway copies (each width's are measured after training: hypernet.slimmable).
+        state = {k: v.clone() if k.endswith(STATISTICS) else v for k, v in state.items()}
+        return functional_call(self._shells[widths], state, (x,))
 
     def compute_loss(self, batch) -> torch.Tensor:
         """ER-ACE's loss at the full, the narrowest and a random training width (sandwich rule)."""
