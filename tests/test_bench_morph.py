@@ -12,7 +12,8 @@ from torch import nn
 
 from neumeta_cl.morph import add_head, bench, deepen, extend_classes, prune, set_activation, widen
 from neumeta_cl.morph.prune import fisher_unit_scores, taylor_unit_scores
-from neumeta_cl.morph.report import flop_counter_flops, flops_per_sample, output_gap
+from neumeta_cl.morph.report import (flop_counter_flops, flops_per_sample, max_pool_2x2, mode, output_gap, run_stage,
+                                     same_stage, stages)
 from neumeta_cl.morph.surgery import head_linears
 from neumeta_cl.nets import CNN, MLP
 
@@ -154,3 +155,92 @@ def test_quick_bench_summary_and_table():
     assert len(text.splitlines()) == 2 + len(res.rows) + 1  # header, rule, rows, rule between the two nets
     assert any("accounting" in line and "MLP" in line for line in bench.findings(res))
 
+
+
+# --- the probe forwards behind the preservation error -------------------------------------------
+
+
+def plain_gap(before, after, probe, train=False):
+    """The preservation error from each net's own forward, run whole (the definition)."""
+    x, t = probe
+    with torch.no_grad(), mode(before, train), mode(after, train):
+        a, b = before(x, t), after(x, t)
+    b = b[:, : a.shape[1]]
+    gap = torch.where(torch.isinf(a) & (a == b), torch.zeros_like(a), (a - b).abs())
+    return float(gap.max())
+
+
+@pytest.mark.parametrize("kind,heads,shape", [("mlp", None, (1, 8, 8)), ("mlp", [2, 3], (1, 8, 8)),
+                                              ("cnn", None, (1, 8, 8)), ("cnn", [2, 3], (1, 8, 8)),
+                                              ("cnn", None, (3, 9, 7))])
+def test_stages_compose_to_the_forward(kind, heads, shape):
+    """head(stages(x)) is net(x, t): bit for bit where every kernel is the forward's own (MLP, a
+    CNN on a 3-channel input), to float32 rounding where the first convolution runs channels-last."""
+    net = make(kind, heads, shape=shape)
+    x, t = probe_of(shape=shape)
+    for train in (False, True):
+        with torch.no_grad(), mode(net, train):
+            h = x
+            for s in stages(net):
+                h = run_stage(s, h, train)
+            mine, ref = net.head(h, t), net(x, t)
+        if kind == "mlp" or shape[0] > 1:
+            assert torch.equal(mine, ref), (kind, heads, train)
+        else:
+            torch.testing.assert_close(mine, ref, rtol=0, atol=1e-5 * float(ref[ref.isfinite()].abs().max()))
+
+
+def test_nets_with_hooks_or_other_modules_run_whole():
+    net = make("mlp")
+    assert stages(net) is not None
+    handle = net.blocks[0].register_forward_hook(lambda m, i, o: o * 2)
+    try:
+        assert stages(net) is None  # a hook could do anything; the forward runs as the net defines it
+        probe = probe_of()
+        assert output_gap(net, widen(net, 1, 30).net, probe) == plain_gap(net, widen(net, 1, 30).net, probe)
+    finally:
+        handle.remove()
+
+
+def test_max_pool_2x2_is_max_pool2d():
+    g = torch.Generator().manual_seed(0)
+    for shape in [(3, 4, 8, 8), (2, 3, 7, 5), (1, 2, 2, 3), (2, 1, 28, 28)]:
+        x = torch.randn(shape, generator=g)
+        x[0, 0, 0, 0] = float("nan")
+        mine, ref = max_pool_2x2(x), nn.MaxPool2d(2)(x)
+        assert mine.shape == ref.shape and torch.equal(mine.isnan(), ref.isnan())
+        assert torch.equal(mine.nan_to_num(0.0), ref.nan_to_num(0.0)), shape
+
+
+def test_same_stage_sees_every_parameter_buffer_and_setting():
+    net = make("cnn")
+    twin = copy.deepcopy(net)
+    assert all(same_stage(a, b) for a, b in zip(stages(net), stages(twin)))
+    with torch.no_grad():
+        twin.blocks[1][1].running_var[3] += 1e-7  # a BatchNorm statistic
+    assert same_stage(net.blocks[0], twin.blocks[0]) and not same_stage(net.blocks[1], twin.blocks[1])
+    twin = copy.deepcopy(net)
+    twin.blocks[0][2] = nn.LeakyReLU(0.1)  # a setting, no parameter
+    assert not same_stage(net.blocks[0], twin.blocks[0])
+    assert not same_stage(net.blocks[0], widen(net, 0, 10).net.blocks[0])
+
+
+@pytest.mark.parametrize("kind,heads", [("mlp", None), ("mlp", [2, 3]), ("cnn", None), ("cnn", [2, 3])])
+def test_probe_gap_is_the_gap_of_the_whole_forwards(kind, heads):
+    """Sharing the unchanged prefix and the faster kernels change no preservation error beyond float32
+    rounding (none at all on the MLP), in eval and train mode; both nets keep their state."""
+    net = make(kind, heads)
+    probe = probe_of()
+    multi = heads is not None
+    for r in (widen(net, 0, 40), widen(net, 1, 30), deepen(net, 0), deepen(net, 1), prune(net, 0.3),
+              set_activation(net, "gelu"), add_head(net, 3) if multi else extend_classes(net, 2)):
+        before_state = {k: v.clone() for k, v in net.state_dict().items()}
+        after_state = {k: v.clone() for k, v in r.net.state_dict().items()}
+        for train in ([False, True] if kind == "cnn" else [False]):
+            mine, ref = output_gap(net, r.net, probe, train=train), plain_gap(net, r.net, probe, train=train)
+            if kind == "mlp":
+                assert mine == ref, (r.report.op, r.report.detail)
+            else:
+                assert abs(mine - ref) < 1e-5, (r.report.op, r.report.detail, train)
+        assert all(torch.equal(v, net.state_dict()[k]) for k, v in before_state.items())
+        assert all(torch.equal(v, r.net.state_dict()[k]) for k, v in after_state.items())
