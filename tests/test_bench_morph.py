@@ -11,7 +11,7 @@ import torch_pruning as tp
 from torch import nn
 
 from neumeta_cl.morph import add_head, bench, deepen, extend_classes, prune, set_activation, widen
-from neumeta_cl.morph.prune import fisher_unit_scores, taylor_unit_scores
+from neumeta_cl.morph.prune import fisher_unit_scores, mask_grads, multihead_input_grad, pass_size, taylor_unit_scores
 from neumeta_cl.morph.report import (flop_counter_flops, flops_per_sample, max_pool_2x2, mode, output_gap, run_stage,
                                      same_stage, stages)
 from neumeta_cl.morph.surgery import head_linears
@@ -244,3 +244,30 @@ def test_probe_gap_is_the_gap_of_the_whole_forwards(kind, heads):
                 assert abs(mine - ref) < 1e-5, (r.report.op, r.report.detail, train)
         assert all(torch.equal(v, net.state_dict()[k]) for k, v in before_state.items())
         assert all(torch.equal(v, r.net.state_dict()[k]) for k, v in after_state.items())
+
+
+@pytest.mark.parametrize("kind", ["mlp", "cnn"])
+def test_mask_gradients_of_mixed_task_batches_are_autograds_through_the_heads(kind):
+    """The scores' routed pass (each task's rows their own leaf) gives bit for bit the mask gradients
+    of autograd through MultiHead.forward, also with heads of different sizes (-inf padding)."""
+    net = make(kind, [2, 3, 4])
+    x, t = probe_of(n=300, n_tasks=3)
+    y = torch.randint(0, 2, (len(x),), generator=torch.Generator().manual_seed(5))
+    layers = list(range(net.depth))
+    mine = list(mask_grads(net, layers, (x, y, t)))
+    acts = {}
+    hooks = [net.blocks[i].register_forward_hook(lambda m, i_, o, i=i: acts.__setitem__(i, o)) for i in layers]
+    try:
+        ref = []
+        for s in range(0, len(x), pass_size(net)):
+            sl = slice(s, s + pass_size(net))
+            loss = torch.nn.functional.cross_entropy(net(x[sl], t[sl]), y[sl], reduction="sum")
+            grads = torch.autograd.grad(loss, [acts[i] for i in layers])
+            ref.append({i: (g * acts[i]).flatten(2).sum(2) if g.dim() > 2 else g * acts[i] for i, g in zip(layers, grads)})
+    finally:
+        for h in hooks:
+            h.remove()
+    assert len(mine) == len(ref) and all(torch.equal(a[i], b[i]) for a, b in zip(mine, ref) for i in layers)
+    dh = multihead_input_grad(net.head, torch.randn(6, net.head.in_features), torch.tensor([0, 2, 1, 2, 0, 1]),
+                              torch.tensor([1, 3, 0, 2, 1, 1]))
+    assert dh.shape == (6, net.head.in_features) and dh.isfinite().all()
