@@ -271,3 +271,16 @@ def test_mask_gradients_of_mixed_task_batches_are_autograds_through_the_heads(ki
     dh = multihead_input_grad(net.head, torch.randn(6, net.head.in_features), torch.tensor([0, 2, 1, 2, 0, 1]),
                               torch.tensor([1, 3, 0, 2, 1, 1]))
     assert dh.shape == (6, net.head.in_features) and dh.isfinite().all()
+
+
+def test_versus_compares_two_versions_on_the_same_pairs():
+    """bench.versus against this very code: every row compared, identical numbers, timings present."""
+    import importlib
+
+    modules = [importlib.import_module(f"neumeta_cl.morph.{name}") for name in ("report", "prune")]
+    res = bench.versus(*modules, "digits", repeats=1, epochs=1, kinds=("mlp",))
+    s, rows = res["summary"], res["rows"]
+    assert len(rows) == 14 and s["same_params_flops"] and s["same_pruned_nets"]
+    assert s["max_preservation_error_change"] == 0.0
+    assert all(r["accounting_ms_old"] > 0 and r["accounting_ms_new"] > 0 for r in rows)
+    assert {"taylor_5head_mlp_wall_ms_old", "max_accounting_ratio_mlp"} <= s.keys()
