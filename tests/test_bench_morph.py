@@ -284,3 +284,20 @@ def test_versus_compares_two_versions_on_the_same_pairs():
     assert s["max_preservation_error_change"] == 0.0
     assert all(r["accounting_ms_old"] > 0 and r["accounting_ms_new"] > 0 for r in rows)
     assert {"taylor_5head_mlp_wall_ms_old", "max_accounting_ratio_mlp"} <= s.keys()
+
+
+def test_flops_are_counted_once_per_structure_and_never_confused():
+    """The per-structure count is the count: nets of the same structure share it, any change of a
+    width, a setting (stride, pooling), the input shape or the task is counted afresh."""
+    net = make("cnn", [2, 3, 4])
+    twin = copy.deepcopy(net)
+    with torch.no_grad():
+        for p in twin.parameters():
+            p.mul_(2.0)  # other values, same structure
+    assert flops_per_sample(twin, task=1) == flops_per_sample(net, task=1) == flop_counter_flops(net, task=1)
+    strided = copy.deepcopy(net)
+    strided.blocks[0][0].stride = (2, 2)
+    variants = [(widen(net, 0, 10).net, None, 0), (strided, None, 0), (net, (1, 10, 10), 0), (net, None, 2)]
+    for n, shape, task in variants:
+        assert flops_per_sample(n, shape, task) == flop_counter_flops(n, shape, task)
+    assert len({flops_per_sample(n, s, k) for n, s, k in variants}) == len(variants)

@@ -8,7 +8,7 @@ hides the other.
 
 Where the accounting time goes: FLOPs are read off the Linear/Conv layers of a 1-sample forward
 (equal to FlopCounterMode's count, which costs ~2.5 ms of dispatch per call, ~1 s on first use),
-so what remains is the probe forwards: before and after net in eval mode, and again in train mode
+once per structure, so what remains is the probe forwards: before and after net in eval mode, and again in train mode
 for BatchNorm nets. Those are the measurement itself and scale with the probe. Two things make them
 cheaper without changing what they measure (``probe_outputs``): stages that the morph left bit for
 bit unchanged run once for both nets, and on CPU convolutions and pooling run channels-last.
@@ -131,6 +131,9 @@ def flops_per_sample(net: nn.Module, input_shape=None, task: int | None = None) 
     input_shape = input_shape if input_shape is not None else net.input_shape
     if not _readable(net):
         return flop_counter_flops(net, input_shape, task)
+    key = _structure(net, input_shape, task)
+    if key in _COUNTED:
+        return _COUNTED[key]
     x, t = _one_sample(net, input_shape, task)
     total = [0]
     hooks = [m.register_forward_hook(lambda m, i, o: _layer_flops(total, m, i, o))
@@ -141,7 +144,22 @@ def flops_per_sample(net: nn.Module, input_shape=None, task: int | None = None) 
     finally:
         for h in hooks:
             h.remove()
-    return int(total[0])
+    if len(_COUNTED) >= _COUNTED_MAX:
+        del _COUNTED[next(iter(_COUNTED))]  # the oldest
+    _COUNTED[key] = int(total[0])
+    return _COUNTED[key]
+
+
+# A readable net's FLOPs follow from its structure alone, so each structure is counted once per process
+# (a morph's before-net is usually the structure the previous morph made).
+_COUNTED: dict[tuple, int] = {}
+_COUNTED_MAX = 256
+
+
+def _structure(net: nn.Module, input_shape, task: int | None) -> tuple:
+    """All that a readable net's FLOP count depends on: its modules with their settings (repr), the
+    shapes of its parameters, the input shape and the task (which head a multi-head net runs)."""
+    return repr(net), tuple(tuple(p.shape) for p in net.parameters()), tuple(input_shape), task or 0
 
 
 def flop_counter_flops(net: nn.Module, input_shape=None, task: int | None = None) -> int:
