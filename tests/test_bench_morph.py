@@ -12,7 +12,7 @@ from torch import nn
 
 from neumeta_cl.morph import add_head, bench, deepen, extend_classes, prune, set_activation, widen
 from neumeta_cl.morph.prune import fisher_unit_scores, mask_grads, multihead_input_grad, pass_size, taylor_unit_scores
-from neumeta_cl.morph.report import (flop_counter_flops, flops_per_sample, max_pool_2x2, mode, output_gap, run_stage,
+from neumeta_cl.morph.report import (EVAL_CHUNK, flop_counter_flops, flops_per_sample, max_pool_2x2, mode, output_gap, run_stage,
                                      same_stage, stages)
 from neumeta_cl.morph.surgery import head_linears
 from neumeta_cl.nets import CNN, MLP
@@ -230,7 +230,7 @@ def test_probe_gap_is_the_gap_of_the_whole_forwards(kind, heads):
     """Sharing the unchanged prefix and the faster kernels change no preservation error beyond float32
     rounding (none at all on the MLP), in eval and train mode; both nets keep their state."""
     net = make(kind, heads)
-    probe = probe_of()
+    probe = probe_of(n=EVAL_CHUNK + 37)  # eval mode runs a conv net's probe in chunks: two here
     multi = heads is not None
     for r in (widen(net, 0, 40), widen(net, 1, 30), deepen(net, 0), deepen(net, 1), prune(net, 0.3),
               set_activation(net, "gelu"), add_head(net, 3) if multi else extend_classes(net, 2)):
@@ -301,3 +301,18 @@ def test_flops_are_counted_once_per_structure_and_never_confused():
     for n, shape, task in variants:
         assert flops_per_sample(n, shape, task) == flop_counter_flops(n, shape, task)
     assert len({flops_per_sample(n, s, k) for n, s, k in variants}) == len(variants)
+
+
+def test_a_conv_nets_probe_in_chunks_gives_the_outputs_of_one_batch(monkeypatch):
+    """Eval mode treats every sample on its own: chunks change the outputs by float32 rounding at most
+    (a convolution may block a batch of another size differently)."""
+    from neumeta_cl.morph import report
+
+    net = make("cnn", [2, 3])
+    x, t = probe_of(n=2 * EVAL_CHUNK + 5)
+    after = widen(net, 0, 12).net
+    chunked = report.probe_outputs(net, after, x, t)
+    monkeypatch.setattr(report, "EVAL_CHUNK", len(x))
+    whole = report.probe_outputs(net, after, x, t)
+    for c, w in zip(chunked, whole):
+        torch.testing.assert_close(c, w, rtol=0, atol=1e-6 * float(w[w.isfinite()].abs().max()))
