@@ -316,3 +316,14 @@ def test_a_conv_nets_probe_in_chunks_gives_the_outputs_of_one_batch(monkeypatch)
     whole = report.probe_outputs(net, after, x, t)
     for c, w in zip(chunked, whole):
         torch.testing.assert_close(c, w, rtol=0, atol=1e-6 * float(w[w.isfinite()].abs().max()))
+
+
+def test_chunks_whose_tasks_differ_give_the_whole_batchs_outputs():
+    """Heads of different sizes and a probe whose chunks hold different tasks: a chunk of one task
+    would give that head's width, a mixed one the widest, so the heads run on the whole batch."""
+    net = make("cnn", [2, 3])
+    x, _ = probe_of(n=2 * EVAL_CHUNK + 8)
+    t = torch.cat([torch.zeros(EVAL_CHUNK, dtype=torch.long), torch.ones(EVAL_CHUNK + 8, dtype=torch.long)])
+    for r in (widen(net, 0, 12), add_head(net, 4)):
+        for train in (False, True):
+            assert abs(output_gap(net, r.net, (x, t), train=train) - plain_gap(net, r.net, (x, t), train=train)) < 1e-5
