@@ -283,7 +283,7 @@ def test_versus_compares_two_versions_on_the_same_pairs():
     assert len(rows) == 14 and s["same_params_flops"] and s["same_pruned_nets"]
     assert s["max_preservation_error_change"] == 0.0
     assert all(r["accounting_ms_old"] > 0 and r["accounting_ms_new"] > 0 for r in rows)
-    assert {"taylor_5head_mlp_wall_ms_old", "max_accounting_ratio_mlp"} <= s.keys()
+    assert {"taylor_5head_mlp_wall_ms_old", "max_accounting_ratio_mlp", "median_row_accounting_ratio_mlp"} <= s.keys()
 
 
 def test_flops_are_counted_once_per_structure_and_never_confused():
