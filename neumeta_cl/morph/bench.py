@@ -344,3 +344,90 @@ def findings(res: BenchResult) -> list[str]:
             f"{worst['op']} ({worst['args']}) at {s['max_preservation_error']:.2e} (logits up to {worst['logit_scale']:.1f})."
             + (f" Train mode (BatchNorm batch statistics): max {train_max:.2e}." if train_max is not None else ""))
     return lines
+
+
+# --- this code against another version of it ------------------------------------------------------
+
+
+def interleaved(fns: dict[str, Callable[[], float | None]], repeats: int) -> dict[str, list[float]]:
+    """Call every fn once to warm up, then ``repeats`` rounds of one call each, in alternating order.
+    A fn returns its own figure in ms (e.g. a report's accounting_ms) or None to be timed whole."""
+    for fn in fns.values():
+        fn()
+    out = {name: [] for name in fns}
+    names = list(fns)
+    for r in range(repeats):
+        for name in (names if r % 2 == 0 else names[::-1]):
+            t0 = time.perf_counter()
+            ms = fns[name]()
+            out[name].append(ms if ms is not None else (time.perf_counter() - t0) * 1e3)
+    return out
+
+
+def versus(old_report, old_prune, dataset: str = "fmnist", repeats: int = 9, seed: int = 0, epochs: int | None = None,
+           kinds=KINDS, log: Callable[[str], None] | None = None) -> dict:
+    """This code's morph accounting and Taylor/Fisher pruning against ``old_report`` / ``old_prune``
+    (the same modules of another version), interleaved call by call on the same trained nets, so that
+    the machine's changing speed hits both alike. Per bench row (replace_block excluded: its
+    accounting is anyone's): both versions' ``finish`` on the same (before, after) pair, median
+    accounting_ms; per Taylor/Fisher row also both versions' prune, median wall_ms. Also checks that
+    both report the same params and FLOPs, preservation errors within 1e-5 and the same pruned net."""
+    from neumeta_cl.morph import report as new_report
+    from neumeta_cl.morph.prune import prune as new_prune
+
+    ds = load_dataset(dataset)
+    epochs = epochs if epochs is not None else (1 if dataset == "fmnist" else 5)
+    probe_x = ds.x_test[:PROBE_SIZE]
+    rows = []
+    for kind in kinds:
+        nets, _ = trained_nets(kind, ds, epochs, seed, log)
+        for label, op, argtext, fn, net in rows_for(kind, nets[False], nets[True], ds, None):
+            if op == "replace_block":
+                continue
+            multi = net is nets[True]
+            probe = (probe_x, split_labels(ds.y_test[:PROBE_SIZE], multi)[1])
+            res = fn(net, probe)
+            rep = res.report
+            close = lambda module: module.finish(op, net, res.net, res.param_map, dict(rep.detail), time.perf_counter(),
+                                                 probe, rep.claims_preservation).report
+            old, new = close(old_report), close(new_report)
+            same = ((old.params_before, old.params_after, old.flops_before, old.flops_after)
+                    == (new.params_before, new.params_after, new.flops_before, new.flops_after))
+            gaps = [(o, n) for o, n in [(old.preservation_error, new.preservation_error),
+                                        (old.preservation_error_train, new.preservation_error_train)] if o is not None or n is not None]
+            times = interleaved({"old": lambda: close(old_report).accounting_ms, "new": lambda: close(new_report).accounting_ms}, repeats)
+            row = {"net": label, "op": op, "args": argtext, "same_params_flops": same,
+                   "max_gap_change": max(abs(o - n) for o, n in gaps) if gaps else 0.0,
+                   "gaps_old": [o for o, _ in gaps], "gaps_new": [n for _, n in gaps],
+                   "accounting_ms_old": statistics.median(times["old"]), "accounting_ms_new": statistics.median(times["new"])}
+            criterion = rep.detail.get("criterion") if op == "prune" else None
+            if criterion in ("taylor", "fisher"):
+                ys, ts = split_labels(ds.y_train[:1024], multi)
+                data = (ds.x_train[:1024], ys, ts)
+                call = lambda p: p(net, 0.25, criterion=criterion, data=data).report.wall_ms
+                walls = interleaved({"old": lambda: call(old_prune.prune), "new": lambda: call(new_prune)}, repeats)
+                a, b = old_prune.prune(net, 0.25, criterion=criterion, data=data).net, new_prune(net, 0.25, criterion=criterion, data=data).net
+                sa, sb = a.state_dict(), b.state_dict()
+                row.update(wall_ms_old=statistics.median(walls["old"]), wall_ms_new=statistics.median(walls["new"]),
+                           same_pruned_net=sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa))
+            rows.append(row)
+            if log:
+                log(f"# {label} {op} ({argtext}): accounting {row['accounting_ms_old']:.1f} -> {row['accounting_ms_new']:.1f} ms"
+                    + (f"; wall {row['wall_ms_old']:.1f} -> {row['wall_ms_new']:.1f} ms" if "wall_ms_old" in row else ""))
+    summary = {"dataset": dataset, "threads": torch.get_num_threads(), "repeats": repeats}
+    for kind in kinds:
+        mine = [r for r in rows if r["net"].split("x")[0] == kind]
+        if mine:
+            o, n = max(r["accounting_ms_old"] for r in mine), max(r["accounting_ms_new"] for r in mine)
+            ratios = [r["accounting_ms_new"] / r["accounting_ms_old"] for r in mine]
+            summary.update({f"max_accounting_ms_{kind}_old": round(o, 2), f"max_accounting_ms_{kind}_new": round(n, 2),
+                            f"max_accounting_ratio_{kind}": round(n / o, 3),  # a burst of load on one row moves this one
+                            f"median_row_accounting_ratio_{kind}": round(statistics.median(ratios), 3)})
+    for r in rows:
+        if r["net"] == "mlpx5h" and "wall_ms_old" in r and "taylor" in r["args"]:
+            summary.update(taylor_5head_mlp_wall_ms_old=round(r["wall_ms_old"], 2), taylor_5head_mlp_wall_ms_new=round(r["wall_ms_new"], 2),
+                           taylor_5head_mlp_ratio=round(r["wall_ms_new"] / r["wall_ms_old"], 3))
+    summary.update(same_params_flops=all(r["same_params_flops"] for r in rows),
+                   same_pruned_nets=all(r.get("same_pruned_net", True) for r in rows),
+                   max_preservation_error_change=max(r["max_gap_change"] for r in rows))
+    return {"rows": rows, "summary": summary}
