@@ -336,7 +336,6 @@ class NeuMeta(ContinualModule):
         self.net.version += 1
         if self.generator.routing == "calibrated":
             self._calibrate()
-        self.generator.train(self.training)  # fit_module leaves the task classifier in eval mode
 
     @torch.no_grad()
     def _calibrate(self) -> None:
