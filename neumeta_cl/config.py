@@ -116,6 +116,8 @@ def validate(cfg: DictConfig) -> None:
         _positive(w, f"model.{'widths' if 'widths' in cfg.model else 'channels'}[{i}]")
     _check_strategy(cfg.strategy)
     _positive(cfg.morph.probe_size, "morph.probe_size")
+    if not isinstance(cfg.morph.train_mode_gap, bool):
+        raise ConfigError(f"morph.train_mode_gap must be true or false, got {cfg.morph.train_mode_gap!r}.")
     _check_schedule(cfg)
     OPTIMIZERS.get(cfg.train.optimizer)
     LR_SCHEDULES.get(cfg.train.lr_schedule)

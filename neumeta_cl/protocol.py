@@ -158,7 +158,8 @@ class RunSettings:
 
     run_dir: Path | None = None  # files a plugin writes go here (e.g. NeuMeta's generator.pt)
     eval_batch_size: int = 1024
-    probe_size: int = 256  # samples a morph's preservation error is measured on
+    probe_size: int = 64  # samples a morph's preservation error is measured on
+    train_mode_gap: bool = False  # also measure it in train mode (BatchNorm nets; twice the probe forwards)
     morph_every_n_steps: int = 0  # accuracy on earlier experiences every N steps after a morph
 
 

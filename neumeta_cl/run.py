@@ -61,7 +61,8 @@ def morph_plugins(cfg: DictConfig) -> list[Plugin]:
     if not cfg.morph.schedule:
         return []
     steps = [MorphStep.from_config(to_dict(entry)) for entry in cfg.morph.schedule]
-    return [MorphPlugin(steps, cfg.morph.every_n_steps, cfg.train.eval_batch_size, probe_size=cfg.morph.probe_size)]
+    return [MorphPlugin(steps, cfg.morph.every_n_steps, cfg.train.eval_batch_size, probe_size=cfg.morph.probe_size,
+                        train_mode_gap=cfg.morph.train_mode_gap)]
 
 
 def plan_run_folder(cfg: DictConfig) -> RunFolder:
@@ -159,7 +160,7 @@ def _run(cfg: DictConfig, folder: RunFolder, extra: list[Plugin], overrides: lis
     attempt = {"command": command, "overrides": list(overrides) if overrides is not None else None,
                "git": header["git"], "runtime": header["runtime"], "wandb_dir": wandb_dir}
     settings = RunSettings(run_dir=run_dir, eval_batch_size=t.eval_batch_size, probe_size=cfg.morph.probe_size,
-                           morph_every_n_steps=cfg.morph.every_n_steps)
+                           train_mode_gap=cfg.morph.train_mode_gap, morph_every_n_steps=cfg.morph.every_n_steps)
     # The strategy's plugins run before the recorders, which write what those plugins add.
     plugins = [*extra, *morph_plugins(cfg), *module.plugins(settings),
                ResultsRecorder(folder.results, header, attempt), WandbRecorder(log)]

@@ -10,7 +10,7 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-from neumeta_cl.morph import add_head, bench, deepen, extend_classes, prune, set_activation, widen
+from neumeta_cl.morph import Probe, add_head, bench, deepen, extend_classes, prune, set_activation, widen
 from neumeta_cl.morph.prune import fisher_unit_scores, mask_grads, multihead_input_grad, pass_size, taylor_unit_scores
 from neumeta_cl.morph.report import (EVAL_CHUNK, flop_counter_flops, flops_per_sample, max_pool_2x2, mode, output_gap, run_stage,
                                      same_stage, stages)
@@ -84,7 +84,7 @@ def test_nets_the_layers_do_not_describe_go_to_flop_counter_mode():
 @pytest.mark.parametrize("kind,heads", [("mlp", None), ("cnn", [2, 3])])
 def test_report_numbers_are_flop_counter_mode_and_the_probe_gap(kind, heads):
     net = make(kind, heads)
-    probe = probe_of()
+    probe = Probe(*probe_of(), train_mode=True)
     for op in (lambda n: widen(n, 0, 40, probe=probe), lambda n: deepen(n, 0, probe=probe),
                lambda n: prune(n, 0.25, probe=probe), lambda n: set_activation(n, "gelu", probe=probe)):
         r = op(net)

@@ -197,3 +197,19 @@ def test_class_il_figures_from_results():
     # full width 0.68 >= replay 0.65; 25% is 5 points below full width
     assert figs["targets"] == {"neumeta_router_at_least_replay": True, "neumeta_router_narrow_within_3pt": False}
     assert missed_targets(figs) == ["neumeta_router_narrow_within_3pt"]
+
+
+@pytest.mark.parametrize("override,message", [
+    ("strategy.routing=oracle", "Unknown strategy.routing 'oracle'; valid routings are: router, calibrated, entropy."),
+    ("strategy.router_epochs=0", "strategy.router_epochs must be at least 1, got 0."),
+    ("strategy.buffer_size=0", "strategy.buffer_size must be"),
+])
+@pytest.mark.parametrize("scenario", ["class", "task"])
+def test_bad_routing_input_is_one_sentence_and_exit_2(tmp_path, capsys, override, message, scenario):
+    from neumeta_cl.cli import main
+
+    code = main(["run", "benchmark=split_digits", f"benchmark.scenario={scenario}", "strategy=neumeta",
+                 "strategy.routing=router", override, "logger.mode=disabled", f"output_dir={tmp_path}"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err and err.count("\n") == 1 and message in err
+    assert not any(tmp_path.rglob("*.pt"))  # refused before anything trained

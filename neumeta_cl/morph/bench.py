@@ -11,10 +11,12 @@ MorphReport:
     operators that involve the heads: add_head (only makes sense there), widen and prune of the last
     hidden layer (which feeds every head).
 
-The probe is 256 test images (with their task labels for the multi-head nets). Each operator is
-called once to warm up and then ``repeats`` times; rows hold medians. ``wall_ms`` is
+The probe is what a run uses: the first ``morph.probe_size`` (64) test images, with their task
+labels for the multi-head nets, in eval mode (``morph.train_mode_gap`` is off by default). Each
+operator is called once to warm up and then ``repeats`` times; rows hold medians. ``wall_ms`` is
 MorphReport.wall_ms (the edit: deep copy + surgery + ParamMap), ``accounting_ms`` its FLOP counting
-and probe forwards, ``call_ms`` the whole call (adds, for prune with data, the accuracy passes).
+and probe forwards, ``call_ms`` the whole call (adds, for prune with data, the accuracy passes). The
+train-mode gap of BatchNorm nets is measured once more after the timed calls, outside them.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from neumeta_cl.paths import config_dir
 from neumeta_cl.data import load_dataset
 from neumeta_cl.morph.deepen import deepen
 from neumeta_cl.morph.prune import prune
-from neumeta_cl.morph.report import has_batchnorm, mode
+from neumeta_cl.morph.report import Probe, has_batchnorm, mode, output_gap
 from neumeta_cl.morph.swap import add_head, extend_classes, replace_block, set_activation
 from neumeta_cl.morph.widen import widen
 from neumeta_cl.nets import build_model
@@ -44,7 +46,7 @@ TARGET_ACCOUNTING_MS = {"mlp": 10.0, "cnn": 50.0}  # the report's accounting, ma
 N_HEADS = 5
 N_TRAIN = {"mlp": 20000, "cnn": 10000}
 BATCH = {"mlp": 128, "cnn": 32}  # the CNN learns slowly at first; smaller batches = more SGD steps for the same time
-PROBE_SIZE = 256
+PROBE_SIZE = yaml.safe_load((config_dir() / "config.yaml").read_text())["morph"]["probe_size"]  # a run's probe
 KINDS = ("mlp", "cnn")
 _DEFAULT_CFG = {"mlp": {"name": "mlp", "widths": [256, 256], "activation": "relu"},
                 "cnn": {"name": "cnn", "channels": [32, 64], "kernel_size": 3, "batchnorm": True, "activation": "relu"}}
@@ -156,6 +158,8 @@ def time_op(fn, net, probe, repeats: int) -> dict:
         walls.append(res.report.wall_ms)
         accts.append(res.report.accounting_ms)
     rep = res.report.to_dict()
+    if has_batchnorm(net):  # outside the timed calls: a run measures it only with morph.train_mode_gap
+        rep["preservation_error_train"] = output_gap(net, res.net, probe, train=True)
     return {"report": rep, "wall_ms": statistics.median(walls), "wall_ms_min": min(walls), "wall_ms_max": max(walls),
             "call_ms": statistics.median(calls), "accounting_ms": statistics.median(accts)}
 
@@ -188,10 +192,10 @@ def run(dataset: str = "fmnist", repeats: int = 5, steps: int | None = None, rb_
         out.nets.update(info)
         for label, op, argtext, fn, net in rows_for(kind, nets[False], nets[True], ds, steps):
             multi = net is nets[True]
-            probe = (probe_x, split_labels(ds.y_test[:PROBE_SIZE], multi)[1])
+            probe = Probe(probe_x, split_labels(ds.y_test[:PROBE_SIZE], multi)[1])
             r = time_op(fn, net, probe, rb_repeats if op == "replace_block" else repeats)
             with torch.no_grad(), mode(net, False):
-                scale = float(net(*probe).abs().max())
+                scale = float(net(probe.x, probe.t).abs().max())
             r.update(net=label, op=op, args=argtext, logit_scale=scale)
             out.rows.append(r)
     out.summary = summarize(out)

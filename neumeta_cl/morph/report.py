@@ -8,8 +8,11 @@ hides the other.
 
 Where the accounting time goes: FLOPs are read off the Linear/Conv layers of a 1-sample forward
 (equal to FlopCounterMode's count, which costs ~2.5 ms of dispatch per call, ~1 s on first use),
-once per structure, so what remains is the probe forwards: before and after net in eval mode, and again in train mode
-for BatchNorm nets. Those are the measurement itself and scale with the probe. What makes them
+once per structure, so what remains is the probe forwards: before and after net in eval mode, and, when the probe
+asks for it (``Probe(train_mode=True)``), again in train mode for BatchNorm nets. Those are the measurement
+itself and scale with the probe: about 0.25 ms per sample and net for the CNN [32, 64] on one core, which is
+why a run's probe is ``morph.probe_size`` = 64 samples and the train-mode gap is opt-in
+(``morph.train_mode_gap``). What makes them
 cheaper without changing what they measure (``probe_outputs``): stages that the morph left bit for
 bit unchanged run once for both nets; a conv net's eval-mode probe runs in cache-sized chunks; on
 CPU a 1-channel convolution runs channels-last and 2x2 max pooling as strided maxima. The last two
@@ -52,7 +55,8 @@ class MorphReport:
     preservation_error: float | None  # max |f_before(x) - f_after(x)| on the probe, both nets in eval mode
     claims_preservation: bool = False  # whether the operator promises preservation_error ~ 0 (eval mode)
     # Same measurement with both nets in train mode (BatchNorm on batch statistics; running stats are
-    # restored afterwards). Only measured for nets with BatchNorm, where it differs from eval mode.
+    # restored afterwards). Only measured when the probe asks (Probe.train_mode) and the nets have
+    # BatchNorm, where it differs from eval mode.
     preservation_error_train: float | None = None
     accounting_ms: float = 0.0
 
@@ -174,9 +178,21 @@ def flop_counter_flops(net: nn.Module, input_shape=None, task: int | None = None
     return int(counter.get_total_flops())
 
 
+@dataclass(frozen=True)
+class Probe:
+    """The batch a morph's report measures preservation on (a plain ``x`` or ``(x, t)`` works too).
+    ``train_mode``: also measure the gap with both nets in train mode (BatchNorm on batch statistics),
+    which doubles the probe forwards of a BatchNorm net."""
+    x: torch.Tensor
+    t: torch.Tensor | None = None
+    train_mode: bool = False
+
+
 def split_probe(net: nn.Module, probe):
     """probe -> (x, t); a multi-head net needs task labels to pick heads."""
-    if isinstance(probe, (tuple, list)):
+    if isinstance(probe, Probe):
+        x, t = probe.x, probe.t
+    elif isinstance(probe, (tuple, list)):
         x, t = probe[0], (probe[1] if len(probe) > 1 else None)
     else:
         x, t = probe, None
@@ -338,7 +354,7 @@ def finish(op: str, before: nn.Module, after: nn.Module, param_map: ParamMap, de
     )
     if probe is not None:
         report.preservation_error = output_gap(before, after, probe, train=False)
-        if has_batchnorm(before) or has_batchnorm(after):
+        if getattr(probe, "train_mode", False) and (has_batchnorm(before) or has_batchnorm(after)):
             try:
                 report.preservation_error_train = output_gap(before, after, probe, train=True)
             except ValueError:  # BatchNorm cannot take batch statistics of a single value per channel

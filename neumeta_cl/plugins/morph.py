@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from neumeta_cl.errors import ConfigError
-from neumeta_cl.protocol import Plugin
+from neumeta_cl.morph.report import Probe
+from neumeta_cl.protocol import Plugin, RunSettings
 from neumeta_cl.runner.evaluation import accuracy_row
 from neumeta_cl.runner.probes import StabilityProbe
 
@@ -34,10 +35,10 @@ class MorphStep:
         return cls(at=int(entry.pop("at")), op=str(entry.pop("op")), kwargs=entry)
 
 
-def probe_batch(run, n: int):
+def probe_batch(run, n: int, train_mode: bool = False) -> Probe:
     """Inputs (and task labels) the preservation error is measured on: the experience about to train."""
     exp = run.stream.train[run.index]
-    return exp.x[:n].to(run.device), exp.t[:n].to(run.device)
+    return Probe(exp.x[:n].to(run.device), exp.t[:n].to(run.device), train_mode)
 
 
 class GrowPolicy:
@@ -69,13 +70,13 @@ class MorphPlugin(Plugin):
     strategy, e.g. grow_ewc's) names, and records each morph's report and recovery."""
 
     def __init__(self, schedule: list[MorphStep], every_n_steps: int = 0, eval_batch_size: int = 1024, policy=None,
-                 probe_size: int = 256):
+                 probe_size: int = RunSettings.probe_size, train_mode_gap: bool = RunSettings.train_mode_gap):
         from neumeta_cl.morph import MORPHS
 
         for step in schedule:
             MORPHS.get(step.op)  # unknown operator names fail before any training
         self.schedule, self.every_n_steps, self.eval_batch_size = schedule, every_n_steps, eval_batch_size
-        self.policy, self.probe_size = policy, probe_size
+        self.policy, self.probe_size, self.train_mode_gap = policy, probe_size, train_mode_gap
         self.pending: list[dict] = []
         self.probe: StabilityProbe | None = None
 
@@ -95,7 +96,7 @@ class MorphPlugin(Plugin):
         for step in steps:
             seen = run.stream.test[:index]
             before = accuracy_row(run.net, seen, self.eval_batch_size, run.device) if seen else []
-            result = MORPHS.get(step.op)(run.net, **step.kwargs, probe=probe_batch(run, self.probe_size))
+            result = MORPHS.get(step.op)(run.net, **step.kwargs, probe=probe_batch(run, self.probe_size, self.train_mode_gap))
             run.replace_net(result)
             after = accuracy_row(run.net, seen, self.eval_batch_size, run.device) if seen else []
             self.pending.append({"at": index, **result.report.to_dict(), "acc_before": before, "acc_after": after,

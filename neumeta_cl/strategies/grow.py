@@ -24,4 +24,4 @@ class GrowEWC(EWC):
 
     def plugins(self, settings: RunSettings) -> list[Plugin]:
         return [*self.parts, MorphPlugin([], settings.morph_every_n_steps, settings.eval_batch_size, policy=self.policy,
-                                         probe_size=settings.probe_size)]
+                                         probe_size=settings.probe_size, train_mode_gap=settings.train_mode_gap)]

@@ -53,7 +53,7 @@ from neumeta_cl.errors import ConfigError
 from neumeta_cl.hypernet.generator import (NeuMetaGenerator, Request, Weights, generator_from_state, generator_state,
                                            task_classifier)
 from neumeta_cl.hypernet.layout import TargetLayout
-from neumeta_cl.hypernet.routing import fit_calibration, route
+from neumeta_cl.hypernet.routing import ROUTINGS, fit_calibration, route
 from neumeta_cl.hypernet.slimmable import batchnorm_statistics, has_batchnorm
 from neumeta_cl.hypernet.smoothing import layer_weights, smooth, total_variation
 from neumeta_cl.nets.heads import MultiHead, SingleHead
@@ -164,7 +164,8 @@ class NeuMeta(ContinualModule):
         arch = dict(hidden=hidden, n_blocks=n_blocks, n_freqs=n_freqs, layer_dim=layer_dim, task_dim=task_dim, film=film)
         _check(min_width=min_width, coord_noise=coord_noise, recon_weight=recon_weight, l2_weight=l2_weight,
                reg_weight=reg_weight, reg_tasks=reg_tasks, eval_samples=eval_samples, teacher_epochs=teacher_epochs,
-               teachers=teachers, task_init=task_init, eval_fractions=eval_fractions, inr_epochs=inr_epochs)
+               teachers=teachers, task_init=task_init, eval_fractions=eval_fractions, inr_epochs=inr_epochs,
+               routing=routing, router_epochs=router_epochs)
         layout = TargetLayout.from_net(net)
         train_widths, unseen_widths = training_widths(layout, min_width, widths_unseen or [])
         # Task-incremental: one generated network per task label. Class-/domain-incremental (a single
@@ -175,8 +176,6 @@ class NeuMeta(ContinualModule):
             generator = NeuMetaGenerator(layout, [], **arch, classes=[], n_classes=head.linear.out_features,
                                          routing=routing)
             if routing == "router":  # its memory takes each experience before it trains (ER-ACE)
-                if router_epochs < 1:
-                    raise ConfigError(f"strategy.router_epochs must be at least 1, got {router_epochs}.")
                 generator.task_classifier = task_classifier(layout, generator.n_classes)
                 router = SlimmableTaskClassifier(generator.task_classifier, layout, optim, train_widths,
                                                  batch_size=batch_size, seed=seed, buffer_size=buffer_size,
@@ -456,8 +455,9 @@ class NeuMeta(ContinualModule):
 
 
 def _check(*, min_width, coord_noise, recon_weight, l2_weight, reg_weight, reg_tasks, eval_samples, teacher_epochs,
-           teachers, task_init, eval_fractions, inr_epochs) -> None:
-    """Every strategy value a user can get wrong, as one-sentence errors."""
+           teachers, task_init, eval_fractions, inr_epochs, routing, router_epochs) -> None:
+    """Every strategy value a user can get wrong, as one-sentence errors (routing too on a
+    task-incremental stream, where it plays no part: a typo there is still a typo)."""
     if not 0 < min_width <= 1:
         raise ConfigError(f"strategy.min_width must be in (0, 1], got {min_width}.")
     for key, value in (("coord_noise", coord_noise), ("recon_weight", recon_weight), ("l2_weight", l2_weight),
@@ -466,6 +466,10 @@ def _check(*, min_width, coord_noise, recon_weight, l2_weight, reg_weight, reg_t
             raise ConfigError(f"strategy.{key} must be non-negative, got {value}.")
     if inr_epochs is not None and inr_epochs < 1:
         raise ConfigError(f"strategy.inr_epochs must be at least 1 (or null for train.epochs), got {inr_epochs}.")
+    if routing not in ROUTINGS:
+        raise ConfigError(f"Unknown strategy.routing '{routing}'; valid routings are: {', '.join(ROUTINGS)}.")
+    if router_epochs < 1:
+        raise ConfigError(f"strategy.router_epochs must be at least 1, got {router_epochs}.")
     if eval_samples < 1:
         raise ConfigError(f"strategy.eval_samples must be at least 1, got {eval_samples}.")
     if teachers not in ("every", "first"):
