@@ -171,6 +171,31 @@ def test_eta_counts_running_runs_as_half_done():
     assert eta_seconds([10.0, 20.0], remaining=4, running=2, parallel=2) == pytest.approx(15.0 * 5 / 2)
 
 
+def test_progress_does_not_count_submitted_runs_as_running():
+    """Ray and SLURM report a run when it is submitted: with 2 slots, 8 submitted runs are 2 running
+    and 6 queued, and the time left counts the queued ones as not started."""
+    import io
+
+    from rich.console import Console
+
+    from neumeta_cl.sweep.progress import SweepProgress, split_submitted
+
+    assert split_submitted(8, 2, sees_start=False) == (2, 6)
+    assert split_submitted(1, 2, sees_start=False) == (1, 0)
+    assert split_submitted(3, 2, sees_start=True) == (3, 0)
+    out = io.StringIO()
+    for sees_start, shown, event in [(False, "~2 running, ~5 queued", "submitted"), (True, "7 running", "started")]:
+        progress = SweepProgress("s", total=8, parallel=2, console=Console(file=out, width=200), sees_start=sees_start)
+        for i in range(8):
+            progress.start(f"run{i}")
+        progress.finish("run0", "done", 10.0, 0.5, None)
+        line = progress._line().plain
+        assert shown in line and "1/8 finished" in line, line
+        assert f"{event} run7" in out.getvalue()
+        left = 10.0 * (0 + 0.5 * 7) / 2 if sees_start else 10.0 * (5 + 0.5 * 2) / 2  # queued runs are not half done
+        assert line.endswith(f"left ~0:{int(round(left)):02d}"), line
+
+
 def test_list_valued_axes_make_folder_names_and_quoted_wandb_tags():
     from pathlib import Path
 

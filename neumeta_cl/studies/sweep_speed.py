@@ -15,9 +15,10 @@ import shutil
 import time
 from pathlib import Path
 
-# Split-digits, 80 epochs of batches of 32 per experience: runs of 10-20 s, long against a worker's start-up
-# (about 10 s of imports) and short against a real sweep's runs.
-RUNS = ["benchmark=split_digits", "train.epochs=80", "train.batch_size=32", "logger.mode=disabled",
+# Split-digits, 160 epochs of batches of 32 per experience: runs of 20-40 s, short against a real sweep's
+# runs, and long enough that a worker's start-up (about 11 s of imports, once per worker) does not
+# decide the figure: with 8 runs on 2 slots, runs of d seconds give at best 8d / (4d + 11).
+RUNS = ["benchmark=split_digits", "train.epochs=160", "train.batch_size=32", "logger.mode=disabled",
         "metrics.curve_every_n_steps=0", "metrics.lca_beta=0", "train.threads=1"]
 AXES = ["strategy=naive,ewc,replay,lwf", "seed=0,1"]  # 8 runs
 

@@ -125,7 +125,7 @@ def _run_sweep(spec, extra, sweep_dir: Path, launcher_cfg, launcher, default_thr
     parallel = getattr(launcher, "workers", None) or max(1, (getattr(launcher, "cores", 0) or 2) // max(default_threads, 1))
     if stop.signum:
         raise RunInterrupted(stop.signum)
-    with SweepProgress(spec.name, len(planned), parallel, console) as progress:
+    with SweepProgress(spec.name, len(planned), parallel, console, getattr(launcher, "sees_start", True)) as progress:
         started: set[int] = set()
 
         def on_start(job: JobSpec) -> None:

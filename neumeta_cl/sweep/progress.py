@@ -29,13 +29,27 @@ def _clock(seconds: float | None) -> str:
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}" if seconds >= 3600 else f"{seconds // 60}:{seconds % 60:02d}"
 
 
-class SweepProgress:
-    """Counts of done, running and failed runs with the time left; live on a terminal, one line per event otherwise."""
+def split_submitted(submitted: int, parallel: int, sees_start: bool) -> tuple[int, int]:
+    """(running, queued) of the runs handed to a launcher and not finished. A launcher that does not
+    see its runs start (Ray, SLURM: a submitted run waits for resources) runs at most ``parallel``
+    of them at once; the rest wait."""
+    if sees_start:
+        return submitted, 0
+    running = min(submitted, max(parallel, 1))
+    return running, submitted - running
 
-    def __init__(self, name: str, total: int, parallel: int, console: Console | None = None):
-        self.name, self.total, self.parallel = name, total, parallel
+
+class SweepProgress:
+    """Counts of done, running, queued and failed runs with the time left; live on a terminal, one
+    line per event otherwise. ``sees_start``: whether the launcher reports a run when it starts
+    (local workers) or when it is submitted (Ray, SLURM; running and queued are then estimated from
+    ``parallel``)."""
+
+    def __init__(self, name: str, total: int, parallel: int, console: Console | None = None, sees_start: bool = True):
+        self.name, self.total, self.parallel, self.sees_start = name, total, parallel, sees_start
         self.console = console or Console(stderr=True)
-        self.done = self.skipped = self.failed = self.running = 0
+        self.done = self.skipped = self.failed = 0
+        self.submitted = 0  # handed to the launcher, not finished
         self.durations: list[float] = []
         self.started = time.monotonic()
         self.live = Live(self._line(), console=self.console, refresh_per_second=2, transient=False) \
@@ -53,13 +67,15 @@ class SweepProgress:
 
     def _line(self) -> Text:
         finished = self.done + self.skipped + self.failed
-        left = self.total - finished - self.running
-        eta = eta_seconds(self.durations, left, self.running, self.parallel)
+        running, queued = split_submitted(self.submitted, self.parallel, self.sees_start)
+        left = self.total - finished - running
+        eta = eta_seconds(self.durations, left, running, self.parallel)
         text = Text(f"sweep {self.name}: ")
         text.append(f"{finished}/{self.total} finished", style="bold")
         text.append(f" ({self.done} done, {self.skipped} skipped, ")
         text.append(f"{self.failed} failed", style="red" if self.failed else "")
-        text.append(f"), {self.running} running · elapsed {_clock(time.monotonic() - self.started)}"
+        text.append(f"), {running} running" if self.sees_start else f"), ~{running} running, ~{queued} queued")
+        text.append(f" · elapsed {_clock(time.monotonic() - self.started)}"
                     f" · left ~{_clock(eta) if finished < self.total else '0:00'}")
         return text
 
@@ -72,13 +88,13 @@ class SweepProgress:
             self.console.print(event, highlight=False)
 
     def start(self, label: str) -> None:
-        self.running += 1
-        self._show(None if self.live else f"started {label}")
+        self.submitted += 1
+        self._show(None if self.live else f"{'started' if self.sees_start else 'submitted'} {label}")
 
     def finish(self, label: str, status: str, seconds: float, acc: float | None, reason: str | None,
                was_running: bool = True) -> None:
         if was_running:
-            self.running = max(0, self.running - 1)
+            self.submitted = max(0, self.submitted - 1)
         if status == "done":
             self.done += 1
             self.durations.append(seconds)

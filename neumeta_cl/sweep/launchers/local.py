@@ -71,6 +71,7 @@ class LocalLauncher:
     """Runs jobs in ``workers`` processes; ``threads_of(spec)`` is the cores each job takes."""
 
     name = "local"
+    sees_start = True  # on_start is called as a worker takes the run
 
     def __init__(self, workers: int, cores: int):
         self.workers = max(1, int(workers))

@@ -24,9 +24,11 @@ def _run_in_ray(spec: JobSpec) -> JobResult:
 
 class RayLauncher:
     name = "ray"
+    sees_start = False  # on_start means submitted: Ray starts a task when its resources are free
 
     def __init__(self, address: str | None, num_cpus: int | None, gpus_per_run: float, max_retries: int):
         self.address, self.num_cpus = address, num_cpus
+        self.cores = num_cpus or os.cpu_count()  # a local cluster's CPUs; an existing cluster's are a guess
         self.gpus_per_run, self.max_retries = gpus_per_run, max_retries
 
     def _connect(self):

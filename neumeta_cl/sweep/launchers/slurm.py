@@ -29,6 +29,7 @@ class RunTask(submitit.helpers.Checkpointable):
 
 class SlurmLauncher:
     name = "slurm"
+    sees_start = False  # on_start means submitted: SLURM starts an array task when the scheduler does
 
     def __init__(self, folder: Path, cluster: str | None, parameters: dict, max_requeues: int = 3, poll_s: float = 1.0):
         self.folder, self.cluster, self.parameters, self.poll_s = Path(folder), cluster, parameters, poll_s
