@@ -44,6 +44,8 @@ def test_help_lists_groups_and_choices(capsys):
      "morph.schedule has a morph at experience 9, but the stream has experiences 0..4"),
     (["strategy=neumeta", "morph.schedule=[{at:1,op:widen,layer:0,to:300}]"], "strategy=neumeta generates its networks"),
     (["resume=maybe"], "resume must be true or false"),
+    (["morph.train_mode_gap=abc"], "morph.train_mode_gap must be true or false, got 'abc'."),
+    (["morph.probe_size=0"], "morph.probe_size must be positive"),
 ])
 def test_bad_input_is_one_sentence_and_exit_2(overrides, message, capsys, tmp_path):
     code = main(["run", *overrides, "logger.mode=disabled", f"output_dir={tmp_path}"])
