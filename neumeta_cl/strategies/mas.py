@@ -54,7 +54,7 @@ class OutputSensitivity(Importance):
 
 
 class MAS(ContinualModule):
-    def __init__(self, net, optim: OptimConfig, *, batch_size: int = 128, seed: int = 0, mas_lambda: float = 0.3,
+    def __init__(self, net, optim: OptimConfig, *, batch_size: int = 128, seed: int = 0, mas_lambda: float = 0.1,
                  alpha: float = 0.5, importance_batch_size: int | None = None):
         if not mas_lambda > 0:
             raise ConfigError(f"strategy.mas_lambda must be positive, got {mas_lambda}; set it with strategy.mas_lambda=<positive number>.")
