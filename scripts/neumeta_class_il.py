@@ -14,7 +14,6 @@ The last line is JSON: acc_classil ({strategy: [mean, std]}), acc_classil_by_wid
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
@@ -32,7 +31,7 @@ def main(argv=None) -> dict:
     args = p.parse_args(argv)
 
     from neumeta_cl.experiment import load_experiment, run_experiment
-    from neumeta_cl.report import table
+    from neumeta_cl.studies import print_study
     from neumeta_cl.studies.neumeta_class_il import missed_targets, render, summarise
     from neumeta_cl.sweep.plan import quick_variant
     from neumeta_cl.sweep.progress import stderr_console
@@ -46,12 +45,7 @@ def main(argv=None) -> dict:
     except UserError as e:
         raise SystemExit(str(e))
     figs = summarise(result)
-    console = table.console()
-    console.print(render(figs, spec.description))
-    console.print(f"results: {result.out_dir}")
-    missed = missed_targets(figs)
-    console.print("targets: " + ("all met" if not missed else "not met: " + ", ".join(missed)))
-    print(json.dumps(figs))
+    print_study(render(figs, spec.description), figs, missed_targets(figs), result.out_dir)
     return figs
 
 

@@ -17,7 +17,6 @@ train_time_ratio (NeuMeta's training seconds over its individual networks', trai
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -25,6 +24,7 @@ from pathlib import Path
 os.environ.setdefault("WANDB_SILENT", "true")
 
 from neumeta_cl.errors import ConfigError  # noqa: E402
+from neumeta_cl.studies import print_study  # noqa: E402
 from neumeta_cl.studies.neumeta_widths import missed_targets, read_saved, render, run_seeds, summarise  # noqa: E402
 
 
@@ -41,8 +41,6 @@ def main(argv=None) -> dict:
     p.add_argument("overrides", nargs="*", help="KEY=VALUE applied to every run")
     args = p.parse_args(argv)
 
-    from neumeta_cl.report import table
-
     if args.from_dirs:
         out = Path(args.from_dirs[0])
         saved = read_saved(args.from_dirs)
@@ -53,12 +51,7 @@ def main(argv=None) -> dict:
         except ConfigError as e:
             raise SystemExit(str(e))
     figs = summarise(saved)
-    console = table.console()
-    console.print(render(figs))
-    console.print(f"results: {out}")
-    missed = missed_targets(figs)
-    console.print("targets: " + ("all met" if not missed else "not met: " + ", ".join(missed)))
-    print(json.dumps(figs))
+    print_study(render(figs), figs, missed_targets(figs), out)
     return figs
 
 

@@ -213,3 +213,12 @@ def test_bad_routing_input_is_one_sentence_and_exit_2(tmp_path, capsys, override
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err and err.count("\n") == 1 and message in err
     assert not any(tmp_path.rglob("*.pt"))  # refused before anything trained
+
+
+def test_a_study_prints_its_table_results_targets_and_json_last(capsys):
+    from neumeta_cl.studies import print_study
+
+    print_study("the table", {"acc_classil": {"neumeta": [0.7, 0.01]}}, ["acc_classil"], "runs/x")
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0] == "the table" and lines[1] == "results: runs/x" and lines[2] == "targets: not met: acc_classil"
+    assert json.loads(lines[-1]) == {"acc_classil": {"neumeta": [0.7, 0.01]}}
