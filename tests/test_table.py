@@ -130,3 +130,11 @@ def test_the_wandb_sweep_example_calls_our_cli_with_valid_overrides():
     fixed = [a for a in spec["command"][3:] if not a.startswith("${")]
     cfg = load([*fixed, *point])
     assert cfg.strategy.name == "naive" and cfg.logger.mode == "online"
+
+
+def test_every_line_of_a_plot_looks_different_even_past_ten():
+    from neumeta_cl.report.plots import line_styles
+
+    styles = line_styles(17)  # Table 1's strategies
+    assert len({(s["color"], s["ls"]) for s in styles}) == 17
+    assert [s["ls"] for s in styles[:10]] == ["-"] * 10 and styles[10]["color"] == styles[0]["color"] != styles[1]["color"]

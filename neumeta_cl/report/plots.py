@@ -25,6 +25,15 @@ from neumeta_cl.errors import UserError  # noqa: E402
 from neumeta_cl.report.runs import Run  # noqa: E402
 
 KINDS = ("heatmap", "stream", "size", "width")
+_COLOURS = plt.get_cmap("tab10").colors
+_DASHES = ("-", "--", ":", "-.")
+
+
+def line_styles(n: int) -> list[dict]:
+    """Plot keywords for ``n`` lines, no two alike: the 10 tab10 colours with solid lines, then the
+    same colours dashed, dotted, dash-dotted (Table 1 has 17 strategies; matplotlib's own cycle
+    repeats its colours after 10, so two strategies would share a line)."""
+    return [{"color": _COLOURS[i % 10], "ls": _DASHES[i // 10 % len(_DASHES)]} for i in range(n)]
 
 
 def _groups(runs: list[Run], by: str) -> dict[str, list[Run]]:
@@ -80,12 +89,12 @@ def stream(groups: dict[str, list[Run]]):
     T = max(len(r.data["R"]) for rs in groups.values() for r in rs)
     fig, axes = _grid(T + 1, size=(3.4, 2.6))
     x = np.arange(T)
-    for name, runs in groups.items():
+    for (name, runs), style in zip(groups.items(), line_styles(len(groups))):
         Rs = np.asarray([r.data["R"] for r in runs], dtype=float)  # runs x T x T
         panels = [Rs[:, :, j] for j in range(T)] + [np.asarray([[np.mean(R[i, : i + 1]) for i in range(T)] for R in Rs])]
         for ax, acc in zip(axes, panels):
             mean = acc.mean(axis=0)
-            line, = ax.plot(x, mean, marker="o", ms=3, label=name)
+            line, = ax.plot(x, mean, marker="o", ms=3, label=name, **style)
             if len(runs) > 1:
                 std = acc.std(axis=0, ddof=1)
                 ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.2, lw=0)
@@ -115,13 +124,13 @@ def _sizes(run: Run) -> tuple[list[int], list[float | None], list[int]]:
 def size(groups: dict[str, list[Run]]):
     fig, (ax_p, ax_f) = plt.subplots(1, 2, figsize=(11, 3.8), layout="constrained")
     any_flops = False
-    for name, runs in groups.items():
+    for (name, runs), style in zip(groups.items(), line_styles(len(groups))):
         params, flops, morphs = _sizes(runs[0])  # sizes do not depend on the seed
         x = np.arange(len(params))
-        line, = ax_p.plot(x, params, marker="o", ms=3, label=name)
+        line, = ax_p.plot(x, params, marker="o", ms=3, label=name, **style)
         if any(f is not None for f in flops):
             any_flops = True
-            ax_f.plot(x, [np.nan if f is None else f for f in flops], marker="o", ms=3, color=line.get_color(), label=name)
+            ax_f.plot(x, [np.nan if f is None else f for f in flops], marker="o", ms=3, label=name, **style)
         for m in morphs:
             for ax, ys in ((ax_p, params), (ax_f, flops)):
                 if ys[m] is not None:
@@ -148,13 +157,13 @@ def width(groups: dict[str, list[Run]]):
     fig, axes = _grid(len(with_widths), size=(4.2, 3.2))
     for ax, (name, runs) in zip(axes, with_widths.items()):
         T = len(runs[0].data["experiences"])
-        for i in range(T):
+        for i, style in zip(range(T), line_styles(T)):
             rows = [r.data["experiences"][i].get("widths_eval") or [] for r in runs]
             if not rows[0]:
                 continue
             fr = [row["fraction"] for row in rows[0]]
             acc = np.asarray([[row["acc_seen"] for row in rs] for rs in rows])
-            line, = ax.plot(fr, acc.mean(axis=0), marker="o", ms=3, label=f"after experience {i}")
+            line, = ax.plot(fr, acc.mean(axis=0), marker="o", ms=3, label=f"after experience {i}", **style)
             for f, row in zip(fr, rows[0]):
                 if row.get("unseen"):
                     ax.plot(f, acc.mean(axis=0)[fr.index(f)], marker="s", mfc="none", ms=8, color=line.get_color())
