@@ -178,7 +178,7 @@ def flop_counter_flops(net: nn.Module, input_shape=None, task: int | None = None
     return int(counter.get_total_flops())
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # tensors have no single truth value, so no field-wise ==
 class Probe:
     """The batch a morph's report measures preservation on (a plain ``x`` or ``(x, t)`` works too).
     ``train_mode``: also measure the gap with both nets in train mode (BatchNorm on batch statistics),
