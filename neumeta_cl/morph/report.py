@@ -10,9 +10,8 @@ Where the accounting time goes: FLOPs are read off the Linear/Conv layers of a 1
 (equal to FlopCounterMode's count, which costs ~2.5 ms of dispatch per call, ~1 s on first use),
 once per structure, so what remains is the probe forwards: before and after net in eval mode, and, when the probe
 asks for it (``Probe(train_mode=True)``), again in train mode for BatchNorm nets. Those are the measurement
-itself and scale with the probe: about 0.25 ms per sample and net for the CNN [32, 64] on one core, which is
-why a run's probe is ``morph.probe_size`` = 64 samples and the train-mode gap is opt-in
-(``morph.train_mode_gap``). What makes them
+itself and scale with the probe, which is why a run's probe is small (``morph.probe_size``) and the
+train-mode gap is opt-in (``morph.train_mode_gap``); the README has the measurements. What makes them
 cheaper without changing what they measure (``probe_outputs``): stages that the morph left bit for
 bit unchanged run once for both nets; a conv net's eval-mode probe runs in cache-sized chunks; on
 CPU a 1-channel convolution runs channels-last and 2x2 max pooling as strided maxima. The last two
