@@ -172,6 +172,8 @@ class Strategy:
     - ``before_experience(experience)`` / ``after_training(experience)``.
     - ``epochs(configured)``: epochs over ``train_data`` this experience (``train.epochs`` unless
       the strategy trains its own data for its own count, as GDumb its memory).
+    - ``train_batch_size(configured)``: the batch size of those epochs (``train.batch_size`` unless
+      the strategy's step has a fixed cost worth spreading over more samples, as NeuMeta's INR pass).
     - ``plugins(settings)``: the plugins this strategy brings, in the order they run.
     - ``replace_net(net, param_map)``: adopt a morphed net; plugins' anchors follow the map.
     - ``report()``: a ``StrategyReport`` of the experience just finished.

@@ -150,6 +150,59 @@ def test_old_task_weights_stay_put_under_the_regulariser(tmp_path):
     assert acc_after >= acc_before - 0.02
 
 
+def test_raw_rows_are_the_flat_outputs_query_by_query(tmp_path):
+    """raw_rows of every query, masked, is flat(raw_many(...)); of some queries, those queries' rows."""
+    cfg = load(digits_overrides(tmp_path, "logger.mode=disabled"))
+    stream = build_stream_from(cfg)
+    net = build_model(to_dict(cfg.model), stream.input_shape, stream.n_classes, stream.heads)
+    g = build_strategy(to_dict(cfg.strategy), net, OptimConfig("adam", 3e-3), 32, 0).generator
+    for r in (Request(1, g.layout.widths), Request(3, g.layout.at_fraction(0.5))):
+        n = len(g.queries(r.task, r.widths))
+        mask = g.row_mask(r)
+        every = g.raw_rows([r], [torch.arange(n)])[0]
+        assert torch.equal(every[mask], flat(g.raw_many([r])[0]))
+        some = torch.tensor([n - 1, 0, 5])
+        assert torch.allclose(g.raw_rows([r], [some])[0], every[some], atol=1e-6)
+
+
+def test_sampled_regulariser_estimates_the_full_one(tmp_path):
+    """reg_fraction: on every query the sampled penalty is the full one; on a fraction, its mean
+    over draws is the full one (an unbiased estimate, at that fraction of the INR's queries)."""
+    cfg = load(digits_overrides(tmp_path, "logger.mode=disabled", "strategy.teacher_epochs=0"))
+    stream = build_stream_from(cfg)
+    torch.manual_seed(0)
+    net = build_model(to_dict(cfg.model), stream.input_shape, stream.n_classes, stream.heads)
+    s = build_strategy(to_dict(cfg.strategy), net, OptimConfig("adam", 3e-3), 32, 0)
+    _train(s, stream.train[0], epochs=1)
+    s.before_experience(stream.train[1])
+    with torch.no_grad():  # move the INR so that the penalty is not zero
+        for p in s.generator.inr.blocks.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+        requests = [Request(0, w) for w in (s.layout.widths, s.train_widths[3])]
+        full = float(s._old_task_penalty(s.generator.raw_many(requests), requests))
+        s.reg_fraction = 1.0
+        assert float(s._sampled_penalty(requests)) == pytest.approx(full, rel=1e-5)
+        s.reg_fraction = 0.25
+        draws = [float(s._sampled_penalty(requests)) for _ in range(200)]
+    assert full > 0 and np.std(draws) > 0
+    assert np.mean(draws) == pytest.approx(full, rel=0.05)
+
+
+def test_inr_batch_size_sets_the_steps_of_an_experience(tmp_path):
+    """strategy.inr_batch_size: the runner batches NeuMeta's experience at that size (steps per
+    epoch = ceil(samples / batch)); the teacher keeps train.batch_size."""
+    extra = ["logger.mode=disabled", "train.epochs=1", "strategy.teacher_epochs=1", "strategy.recon_steps=5",
+             "benchmark.n_experiences=2"]
+    steps = {}
+    for batch in (None, 100):
+        overrides = [*extra, f"run_name=b{batch}"] + ([f"strategy.inr_batch_size={batch}"] if batch else [])
+        data = json.loads(run_continual(load(digits_overrides(tmp_path, *overrides))).results_path.read_text())
+        steps[batch] = [e["steps"] for e in data["experiences"]]
+        sizes = data["stream"]["train_sizes"]
+    assert steps[None] == [-(-n // 32) for n in sizes]
+    assert steps[100] == [-(-n // 100) for n in sizes]
+
+
 def test_neumeta_widths_script_quick(tmp_path):
     """neumeta_widths --quick: NeuMeta and every individually trained baseline on digits."""
     from neumeta_cl.studies import neumeta_widths
@@ -188,6 +241,9 @@ def test_neumeta_widths_script_quick(tmp_path):
     (["strategy.teachers=all"], "strategy.teachers must be 'every' or 'first'"),
     (["strategy.task_init=zeros"], "strategy.task_init must be 'random' or 'previous'"),
     (["strategy.eval_fractions=[0.5,2]"], "strategy.eval_fractions must lie in (0, 1], got 2"),
+    (["strategy.inr_batch_size=0"], "strategy.inr_batch_size must be at least 1"),
+    (["strategy.inr_lr=0"], "strategy.inr_lr must be positive"),
+    (["strategy.reg_fraction=0"], "strategy.reg_fraction must be in (0, 1], got 0"),
     (["strategy.hiden=64"], "Unknown config key 'strategy.hiden'"),
 ])
 def test_neumeta_bad_input_is_one_sentence_and_exit_2(overrides, message, capsys, tmp_path):

@@ -129,6 +129,38 @@ class NeuMetaGenerator(nn.Module):
             offset += len(q)
         return out
 
+    def raw_rows(self, requests: list[Request], rows: list[torch.Tensor]) -> list[torch.Tensor]:
+        """The raw outputs of only some queries of several networks (``rows``: query indices, one
+        tensor per request), from one pass: each an [n, k] matrix, k the largest kernel; a query's
+        outputs come first, zeros after (``row_mask`` says which entries are outputs). With every
+        row, ``row_mask`` selects exactly ``flat(raw_many(...))``'s values. No coordinate noise:
+        regularisers compare these with stored outputs at the same coordinates."""
+        if any(r.noise for r in requests):
+            raise ValueError("raw_rows evaluates queries where they sit; ask for noise=0")
+        qs = [self.queries(self.check_task(r.task), r.widths) for r in requests]
+        device = self.inr.stem.weight.device
+        rows = [i.to(device) for i in rows]
+        coords = torch.cat([q.coords[i] for q, i in zip(qs, rows)])
+        layer = torch.cat([q.layer[i] for q, i in zip(qs, rows)])
+        task = torch.cat([torch.full((len(i),), r.task, dtype=torch.long, device=device) for r, i in zip(requests, rows)])
+        h = self.inr.features(coords, torch.cat([q.is_bias[i] for q, i in zip(qs, rows)]), layer, task)
+        width = max(head.out_features for head in self.inr.outputs)
+        out = h.new_zeros(len(h), width)
+        for l, head in enumerate(self.inr.outputs):
+            at = (layer == l).nonzero().squeeze(1)
+            if len(at):
+                out[at, : head.out_features] = head(h[at])
+        return list(out.split([len(i) for i in rows]))
+
+    def row_mask(self, request: Request) -> torch.Tensor:
+        """[Q, k] booleans: which entries of ``raw_rows``' matrix are outputs of each query (a weight
+        query's whole kernel; a bias query's first value)."""
+        q = self.queries(self.check_task(request.task), request.widths)
+        width = max(head.out_features for head in self.inr.outputs)
+        sizes = torch.tensor([head.out_features for head in self.inr.outputs], device=q.layer.device)[q.layer]
+        sizes = torch.where(q.is_bias[:, 0] > 0, torch.ones_like(sizes), sizes)
+        return torch.arange(width, device=sizes.device)[None, :] < sizes[:, None]
+
     def fan_in_ratios(self, request: Request) -> list[float]:
         shapes = self.layout.shapes(request.widths, self.heads[request.task])
         full = self.layout.shapes(self.layout.widths, self.heads[request.task])

@@ -170,7 +170,8 @@ class ContinualRunner:
         self.strategy.before_experience(train)
 
         curve = LearningCurve(self.stream.test[i], self.lca_beta, self.curve_every_n_steps, self.eval_batch_size)
-        data = ExperienceDataModule(train, self.batch_size, seed=self.seed + self.data_seed_offset * i)
+        data = ExperienceDataModule(train, self.strategy.train_batch_size(self.batch_size),
+                                    seed=self.seed + self.data_seed_offset * i)
         callbacks: list[pl.Callback] = [self.steps]
         if self.lca_beta > 0 or self.curve_every_n_steps > 0:  # both 0: the probe is off
             callbacks.append(curve)

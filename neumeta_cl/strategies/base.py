@@ -61,6 +61,10 @@ class ContinualModule(pl.LightningModule):
         a data set of its own for its own count (GDumb: its small memory, from scratch)."""
         return configured
 
+    def train_batch_size(self, configured: int) -> int:
+        """Batch size of those epochs: ``train.batch_size`` unless the strategy sets its own."""
+        return configured
+
     def after_training(self, experience: TensorExperience) -> None:
         """Consolidation of the strategy itself, after its plugins' ``after_training``."""
 

@@ -21,12 +21,15 @@ Per experience ``t`` (task-incremental: one head per task; class-incremental bel
 
    where ``w*`` is the smoothed teacher and ``d'`` another drawn width; ``reg_tasks`` > 0 draws
    that many old tasks per step instead of all (von Oswald et al.'s stochastic regulariser; the
-   mean over them estimates the mean over all). All three compare the INR's
+   mean over them estimates the mean over all), and ``reg_fraction`` < 1 compares a random part of
+   each old network's weights (its queries are all the INR computes for it). All three compare the INR's
    raw outputs, which have unit scale in every layer (see ``hypernet.generator``). Old task
    embeddings are frozen; the new task's embedding (random, as in von Oswald et al.) and the INR
    train.
 
 ``widths_unseen`` are held out of training, so the width sweep can show a width never sampled.
+What a step costs does not depend on its batch: the INR pass is the same for 128 or 512 samples,
+so ``inr_batch_size`` (with ``inr_lr``) trades steps for samples per step.
 
 On a class- or domain-incremental stream (one shared head, no task label at test time) every
 experience becomes a task of its own, with its own embedding and a head over its classes; at test
@@ -155,7 +158,8 @@ class NeuMeta(ContinualModule):
                  lr_schedule: str = "cosine", tsp_seconds: float = 0.2, teacher_seed_offset: int = 7919,
                  teacher_data_seed_offset: int = 1000, reg_tasks: int = 0, inr_epochs: int | None = None,
                  routing: str = "entropy", buffer_size: int = 500, mem_batch_size: int | None = None,
-                 router_epochs: int = 3):
+                 router_epochs: int = 3, inr_batch_size: int | None = None, inr_lr: float | None = None,
+                 reg_fraction: float = 1.0):
         head = getattr(net, "head", None)
         if not isinstance(head, (MultiHead, SingleHead)):
             raise ConfigError(f"strategy=neumeta generates MLP or CNN targets with a linear head, not "
@@ -165,7 +169,8 @@ class NeuMeta(ContinualModule):
         _check(min_width=min_width, coord_noise=coord_noise, recon_weight=recon_weight, l2_weight=l2_weight,
                reg_weight=reg_weight, reg_tasks=reg_tasks, eval_samples=eval_samples, teacher_epochs=teacher_epochs,
                teachers=teachers, task_init=task_init, eval_fractions=eval_fractions, inr_epochs=inr_epochs,
-               routing=routing, router_epochs=router_epochs)
+               routing=routing, router_epochs=router_epochs, inr_batch_size=inr_batch_size, inr_lr=inr_lr,
+               reg_fraction=reg_fraction)
         layout = TargetLayout.from_net(net)
         train_widths, unseen_widths = training_widths(layout, min_width, widths_unseen or [])
         # Task-incremental: one generated network per task label. Class-/domain-incremental (a single
@@ -187,8 +192,9 @@ class NeuMeta(ContinualModule):
             generator = NeuMetaGenerator(layout, head.sizes, **arch)
         # The INR's learning rate follows ``lr_schedule`` (cosine: it ends each experience settled, the
         # state the old-task regulariser then anchors); the teachers train as the run says (train.*).
+        inr_optim = dataclasses.replace(optim, schedule=lr_schedule, lr=optim.lr if inr_lr is None else inr_lr)
         super().__init__(GeneratedNets(generator, eval_samples, coord_noise if eval_samples > 1 else 0.0),
-                         dataclasses.replace(optim, schedule=lr_schedule), batch_size=batch_size, seed=seed)
+                         inr_optim, batch_size=batch_size, seed=seed)
         self.teacher_optim = optim
         self.tsp_seconds = tsp_seconds
         self.teacher_seed_offset, self.teacher_data_seed_offset = teacher_seed_offset, teacher_data_seed_offset
@@ -196,6 +202,8 @@ class NeuMeta(ContinualModule):
         self.coord_noise, self.recon_weight, self.l2_weight = coord_noise, recon_weight, l2_weight
         self.reg_weight, self.task_init, self.teachers = reg_weight, task_init, teachers
         self.reg_tasks, self.inr_epochs = reg_tasks, inr_epochs
+        self.inr_batch_size, self.reg_fraction = inr_batch_size, reg_fraction
+        self._row_targets: dict = {}  # (task, widths) -> (mask, old outputs as raw_rows' matrix)
         self.teacher_epochs, self.recon_steps, self.clip_grad = teacher_epochs, recon_steps, clip_grad
         self.parts.append(GradClip(clip_grad))
         # Class-incremental, routing=router: the module that trains the task classifier (kept out of
@@ -240,6 +248,7 @@ class NeuMeta(ContinualModule):
             requests = [Request(k, w) for k in self.trained for w in self.train_widths]
             raws = self.generator.raw_many(requests) if requests else []
             self.old_targets = {(r.task, r.widths): flat(raw) for r, raw in zip(requests, raws)}
+        self._row_targets = {}
         self.teacher = None
         wants_teacher = self.teachers == "every" or (self.teachers == "first" and not self.trained)
         if self.recon_weight > 0 and self.teacher_epochs > 0 and wants_teacher:
@@ -313,8 +322,8 @@ class NeuMeta(ContinualModule):
         params = [p for p in self.generator.parameters() if p.requires_grad]
         opt = self.optim.build(params)
         for _ in range(self.recon_steps):
-            raws, requests = self._generate(noise=self.coord_noise, drawn=False)
-            loss = reconstruction(raws[0], self.teacher) + self._old_task_penalty(raws[1:], requests[1:])
+            raws, _, penalty = self._generate(noise=self.coord_noise, drawn=False)
+            loss = reconstruction(raws[0], self.teacher) + penalty
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, self.clip_grad)
@@ -328,6 +337,11 @@ class NeuMeta(ContinualModule):
     def epochs(self, configured: int) -> int:
         """The INR's epochs over the experience (``inr_epochs``; null: ``train.epochs``, as the teacher)."""
         return configured if self.inr_epochs is None else self.inr_epochs
+
+    def train_batch_size(self, configured: int) -> int:
+        """The INR's batch (``inr_batch_size``; null: ``train.batch_size``, as the teacher). A step's
+        INR pass costs the same at any batch size, so larger batches spread it over more samples."""
+        return configured if self.inr_batch_size is None else self.inr_batch_size
 
     def after_training(self, experience: TensorExperience) -> None:
         with torch.no_grad():
@@ -398,9 +412,9 @@ class NeuMeta(ContinualModule):
 
     # -- training ------------------------------------------------------------------------------
     def _generate(self, noise: float, drawn: bool = True):
-        """One INR pass: task t at full width (then, if ``drawn``, at the narrowest and at a random
-        training width), then old tasks at full width and at one random training width. Returns
-        the raw outputs and their requests, in that order."""
+        """One step's generations: task t at full width (then, if ``drawn``, at the narrowest and at
+        a random training width), and the old-task penalty on old tasks at full width and at one
+        random training width. Returns the new task's raw outputs, their requests and the penalty."""
         task, full = self.task, tuple(self.layout.widths)
         widths = [full]
         if drawn:  # the sandwich rule (Yu & Huang 2019): the narrowest width and a random one
@@ -410,8 +424,12 @@ class NeuMeta(ContinualModule):
         # one drawn width: ``reg_tasks`` of them drawn per step (von Oswald et al.'s stochastic
         # regulariser), so a step costs the same however many tasks came before.
         reg_width = self.rng.choice(self.train_widths)
-        requests += [Request(k, w) for k in self._regularised_tasks() for w in (full, reg_width)]
-        return self.generator.raw_many(requests, self.noise_gen), requests
+        old = [Request(k, w) for k in self._regularised_tasks() for w in (full, reg_width)]
+        if self.reg_fraction < 1 and old:  # a random part of each old network's queries: a second, smaller pass
+            raws = self.generator.raw_many(requests, self.noise_gen)
+            return raws, requests, self._sampled_penalty(old)
+        raws = self.generator.raw_many(requests + old, self.noise_gen)  # one pass over everything
+        return raws[: len(requests)], requests, self._old_task_penalty(raws[len(requests):], old)
 
     def _regularised_tasks(self) -> list[int]:
         old = sorted(self.trained)
@@ -428,19 +446,44 @@ class NeuMeta(ContinualModule):
         reg = sum((flat(raw) - self.old_targets[(r.task, r.widths)]).pow(2).mean() for raw, r in zip(raws, requests))
         return self.reg_weight * reg / len(requests)
 
+    def _sampled_penalty(self, requests: list[Request]) -> torch.Tensor | float:
+        """The same regulariser on a random ``reg_fraction`` of each old network's queries (drawn
+        afresh every step): the mean squared error over the sampled weights estimates the mean
+        over all of them at that fraction of the INR's cost."""
+        if not self.reg_weight:
+            return 0.0
+        rows, masks, targets = [], [], []
+        for r in requests:
+            key = (r.task, r.widths)
+            if key not in self._row_targets:  # the stored flat outputs, laid out as raw_rows' matrix
+                mask = self.generator.row_mask(r)
+                padded = mask.new_zeros(mask.shape, dtype=self.old_targets[key].dtype)
+                padded[mask] = self.old_targets[key]
+                self._row_targets[key] = (mask, padded)
+            mask, padded = self._row_targets[key]
+            n = len(mask)
+            i = torch.randperm(n, generator=self.noise_gen)[: max(1, math.ceil(self.reg_fraction * n))]
+            i = i.to(mask.device)
+            rows.append(i)
+            masks.append(mask[i])
+            targets.append(padded[i])
+        outs = self.generator.raw_rows(requests, rows)
+        reg = sum(((o - t).pow(2) * m).sum() / m.sum() for o, t, m in zip(outs, targets, masks))
+        return self.reg_weight * reg / len(requests)
+
     def compute_loss(self, batch) -> torch.Tensor:
         x, y, _ = batch
         y = self._local(y)
-        raws, requests = self._generate(self.coord_noise)
+        raws, requests, penalty = self._generate(self.coord_noise)
         loss = 0.0
-        for raw, request in zip(raws[:3], requests[:3]):  # full, narrowest, random width
+        for raw, request in zip(raws, requests):  # full, narrowest, random width
             weights = self.generator.scale(raw, request)
             loss = loss + F.cross_entropy(self.generator.run(weights, self.task, request.widths, x), y)
         if self.teacher is not None:
             loss = loss + self.recon_weight * reconstruction(raws[0], self.teacher)
         if self.l2_weight:
             loss = loss + self.l2_weight * flat(raws[0]).pow(2).mean()
-        return loss + self._old_task_penalty(raws[3:], requests[3:])
+        return loss + penalty
 
     def training_step(self, batch, batch_idx):
         loss = super().training_step(batch, batch_idx)
@@ -455,7 +498,8 @@ class NeuMeta(ContinualModule):
 
 
 def _check(*, min_width, coord_noise, recon_weight, l2_weight, reg_weight, reg_tasks, eval_samples, teacher_epochs,
-           teachers, task_init, eval_fractions, inr_epochs, routing, router_epochs) -> None:
+           teachers, task_init, eval_fractions, inr_epochs, routing, router_epochs, inr_batch_size, inr_lr,
+           reg_fraction) -> None:
     """Every strategy value a user can get wrong, as one-sentence errors (routing too on a
     task-incremental stream, where it plays no part: a typo there is still a typo)."""
     if not 0 < min_width <= 1:
@@ -466,6 +510,13 @@ def _check(*, min_width, coord_noise, recon_weight, l2_weight, reg_weight, reg_t
             raise ConfigError(f"strategy.{key} must be non-negative, got {value}.")
     if inr_epochs is not None and inr_epochs < 1:
         raise ConfigError(f"strategy.inr_epochs must be at least 1 (or null for train.epochs), got {inr_epochs}.")
+    if inr_batch_size is not None and inr_batch_size < 1:
+        raise ConfigError(f"strategy.inr_batch_size must be at least 1 (or null for train.batch_size), "
+                          f"got {inr_batch_size}.")
+    if inr_lr is not None and not inr_lr > 0:
+        raise ConfigError(f"strategy.inr_lr must be positive (or null for train.lr), got {inr_lr}.")
+    if not 0 < reg_fraction <= 1:
+        raise ConfigError(f"strategy.reg_fraction must be in (0, 1], got {reg_fraction}.")
     if routing not in ROUTINGS:
         raise ConfigError(f"Unknown strategy.routing '{routing}'; valid routings are: {', '.join(ROUTINGS)}.")
     if router_epochs < 1:
