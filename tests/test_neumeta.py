@@ -266,7 +266,8 @@ def test_profile_script_splits_a_step_and_estimates_the_ratio(capsys):
     spec = importlib.util.spec_from_file_location("profile_neumeta", path)
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
-    out = script.main(["--repeat", "2", "benchmark=split_digits", "model.channels=[8,16]", "train.batch_size=32",
+    # the process's thread count stays as it is: later tests compare R bitwise across processes
+    out = script.main(["--repeat", "2", "--threads", str(torch.get_num_threads()), "benchmark=split_digits", "model.channels=[8,16]", "train.batch_size=32",
                        "strategy.hidden=64", "strategy.task_dim=16", "strategy.recon_steps=10"])
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == json.loads(json.dumps(out))
     assert set(out["individual_steps"]) == {"0.25", "0.5", "0.625", "0.75", "1.0"}
