@@ -256,22 +256,3 @@ def test_neumeta_bad_input_is_one_sentence_and_exit_2(overrides, message, capsys
     assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
     assert not any(tmp_path.rglob("results.json"))  # refused before anything ran
 
-
-def test_profile_script_splits_a_step_and_estimates_the_ratio(capsys):
-    """scripts/profile_neumeta.py on digits: every width's individual step, every old-task count, and
-    an estimated ratio; the last line is the JSON it returns."""
-    import importlib.util
-
-    path = Path(__file__).resolve().parent.parent / "scripts" / "profile_neumeta.py"
-    spec = importlib.util.spec_from_file_location("profile_neumeta", path)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    # the process's thread count stays as it is: later tests compare R bitwise across processes
-    out = script.main(["--repeat", "2", "--threads", str(torch.get_num_threads()), "benchmark=split_digits", "model.channels=[8,16]", "train.batch_size=32",
-                       "strategy.hidden=64", "strategy.task_dim=16", "strategy.recon_steps=10"])
-    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == json.loads(json.dumps(out))
-    assert set(out["individual_steps"]) == {"0.25", "0.5", "0.625", "0.75", "1.0"}
-    assert out["individual_steps"]["1.0"] == 1.0
-    assert [r["old_tasks"] for r in out["steps"]] == [0, 1, 2, 3, 4]
-    assert all(r["step"] > 0 and r["inr"] > 0 and r["warmup_step"] > 0 for r in out["steps"])
-    assert out["teachers"] > 0 and out["warmup"] > 0 and out["individuals"] > 0 and out["estimated_ratio"] > 0
