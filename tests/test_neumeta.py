@@ -255,4 +255,3 @@ def test_neumeta_bad_input_is_one_sentence_and_exit_2(overrides, message, capsys
     assert code == 2 and message in err
     assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
     assert not any(tmp_path.rglob("results.json"))  # refused before anything ran
-
