@@ -115,6 +115,7 @@ def validate(cfg: DictConfig) -> None:
     for i, w in enumerate(sizes):
         _positive(w, f"model.{'widths' if 'widths' in cfg.model else 'channels'}[{i}]")
     _check_strategy(cfg.strategy)
+    _check_scenario(cfg)
     _positive(cfg.morph.probe_size, "morph.probe_size")
     if not isinstance(cfg.morph.train_mode_gap, bool):
         raise ConfigError(f"morph.train_mode_gap must be true or false, got {cfg.morph.train_mode_gap!r}.")
@@ -145,6 +146,15 @@ def _check_strategy(s: DictConfig) -> None:
     if s.name == "agem" and s.sample_size > s.buffer_size:
         raise ConfigError(f"strategy.sample_size ({s.sample_size}) is larger than strategy.buffer_size ({s.buffer_size}): "
                           f"A-GEM draws its reference batch from the memory; lower sample_size or raise buffer_size.")
+
+
+def _check_scenario(cfg: DictConfig) -> None:
+    # PackNet-style freezing owns output rows per experience; in a domain-incremental stream every
+    # experience shares all rows, so after the first one nothing could learn.
+    if cfg.strategy.name == "prune_grow" and cfg.benchmark.scenario == "domain":
+        raise ConfigError(f"strategy=prune_grow freezes each experience's head rows, and on the domain-incremental "
+                          f"{cfg.benchmark.name} stream every experience uses all of them, so it would learn nothing "
+                          f"after the first; use benchmark.scenario=task (one head per experience) or another strategy.")
 
 
 def _check_added_keys(overrides: list[str]) -> None:

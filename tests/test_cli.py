@@ -43,6 +43,8 @@ def test_help_lists_groups_and_choices(capsys):
     (["morph.schedule=[{at:9,op:widen,layer:0,to:300}]"],
      "morph.schedule has a morph at experience 9, but the stream has experiences 0..4"),
     (["strategy=neumeta", "morph.schedule=[{at:1,op:widen,layer:0,to:300}]"], "strategy=neumeta generates its networks"),
+    (["benchmark=permuted_digits", "strategy=prune_grow"],
+     "strategy=prune_grow freezes each experience's head rows, and on the domain-incremental permuted_digits stream"),
     (["resume=maybe"], "resume must be true or false"),
     (["morph.train_mode_gap=abc"], "morph.train_mode_gap must be true or false, got 'abc'."),
     (["morph.probe_size=0"], "morph.probe_size must be positive"),

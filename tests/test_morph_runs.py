@@ -80,6 +80,24 @@ def test_prune_grow_keeps_a_fraction_of_free_units(fast_overrides):
     assert module.packing.history[-1]["free_after"] == [22, 22]  # round(0.25 * 30) = 8 more kept
 
 
+def test_prune_grow_refuses_an_experience_whose_classes_are_frozen(fast_overrides):
+    """Used from Python on a domain-incremental stream, the second experience's rows are already frozen."""
+    from neumeta_cl.errors import ConfigError
+    from neumeta_cl.nets import MLP
+    from neumeta_cl.run import build_stream_from
+    from neumeta_cl.strategies import OptimConfig, build_strategy
+    from tests.conftest import end_experience
+
+    stream = build_stream_from(load(fast_overrides + ["benchmark=permuted_digits"]))
+    module = build_strategy({"name": "prune_grow", "retrain_steps": 0},
+                            MLP(stream.input_shape, [32], stream.n_classes, stream.heads), OptimConfig(), 32, 0)
+    module.before_experience(stream.train[0])
+    end_experience(module, stream.train[0])
+    module.before_experience(stream.train[1])
+    with pytest.raises(ConfigError, match=r"experience 1 has classes \[0, 1, 2, 3, 4, 5, 6, 7, 8, 9\] whose head rows"):
+        end_experience(module, stream.train[1])
+
+
 def test_morph_reports_reach_the_wandb_run(fast_overrides):
     from neumeta_cl.tracking.wandb_file import read_run
 

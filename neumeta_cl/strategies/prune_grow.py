@@ -105,6 +105,7 @@ class UnitPacking(Plugin):
             kept.append(order[:n_keep])
             released.append(order[n_keep:])
         heads = self._heads(net, experience)
+        self._check_rows_free(net, heads, experience)
         acc_before = tensor_accuracy(net, x, y, t)
         with torch.no_grad():
             for layer, lin in enumerate(linears):  # release: re-draw incoming weights, cut outgoing ones
@@ -148,6 +149,19 @@ class UnitPacking(Plugin):
         if isinstance(net.head, MultiHead):
             return [(net.head.heads[experience.task_label], slice(None))]
         return [(net.head.linear, torch.tensor(experience.classes))]
+
+    def _check_rows_free(self, net, heads, experience) -> None:
+        """An experience whose output rows an earlier one froze could never have learned (a shared class)."""
+        for head, rows in heads:
+            frozen = self.frozen.get(self._name(net, head, "bias"))
+            if frozen is None:
+                continue
+            frozen = frozen.cpu()
+            taken = torch.arange(len(frozen))[rows][frozen[rows]].tolist()
+            if taken:
+                raise ConfigError(f"strategy=prune_grow: experience {experience.index} has classes {taken} whose head rows "
+                                  f"an earlier experience froze, so it cannot learn them; it needs disjoint classes "
+                                  f"per experience or task labels (benchmark.scenario=task).")
 
     @staticmethod
     def _name(net, module, what: str) -> str:
