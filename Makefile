@@ -20,8 +20,10 @@ data:
 run: $(STAMP) data
 	$(BIN)/neumeta-cl experiment quickstart
 
+# The default suite, then the reviewer's quick Table 1 check in a fresh folder (about 4 minutes).
 test: $(STAMP) data
 	$(BIN)/pytest
+	$(BIN)/neumeta-cl reproduce table1 --quick --check --out "$$(mktemp -d)"
 
 test-slow: $(STAMP) data
 	$(BIN)/pytest -m slow

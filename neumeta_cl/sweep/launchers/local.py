@@ -125,8 +125,8 @@ class LocalLauncher:
             _shut_down(pool)
 
     def close(self) -> None:
-        """Stop workers started by ``prepare`` that never got a job."""
-        _shut_down(self._pool)
+        """Stop workers started by ``prepare`` that never got a job (every run was finished)."""
+        _shut_down(self._pool, idle=True)
         self._pool = []
 
     def _dispatch(self, pool: list[_Worker], pending: list, on_start) -> None:
@@ -147,12 +147,14 @@ class LocalLauncher:
             on_start(spec)
 
 
-def _shut_down(pool: list[_Worker]) -> None:
+def _shut_down(pool: list[_Worker], idle: bool = False) -> None:
     for w in pool:
         try:
             w.conn.send(None)
         except (BrokenPipeError, OSError):
             pass
+        if idle and w.process.is_alive():  # still importing, holding nothing: no need to wait for it
+            w.process.terminate()
     for w in pool:
         w.process.join(timeout=5)
         if w.process.is_alive():
