@@ -322,7 +322,7 @@ class NeuMeta(ContinualModule):
         params = [p for p in self.generator.parameters() if p.requires_grad]
         opt = self.optim.build(params)
         for _ in range(self.recon_steps):
-            raws, _, penalty = self._generate(noise=self.coord_noise, drawn=False)
+            raws, _, penalty = self.step_weights(noise=self.coord_noise, drawn=False)
             loss = reconstruction(raws[0], self.teacher) + penalty
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -333,6 +333,21 @@ class NeuMeta(ContinualModule):
             err = float(reconstruction(raw, self.teacher))
         self.net.version += 1
         self.info.update(recon_seconds=time.perf_counter() - t0, recon_error=err)
+
+    def stage(self, task: int) -> None:
+        """Stand where a step on ``task`` stands after tasks 0..task-1, without training anything: the
+        old tasks' targets and the teacher are what the generator outputs now. For timing a step."""
+        self.task = task
+        for k, emb in enumerate(self.generator.inr.task_emb):
+            emb.requires_grad_(k == task)
+        with torch.no_grad():
+            self.trained = {k: flat(self.generator.weights(k)) for k in range(task)}
+            requests = [Request(k, w) for k in range(task) for w in self.train_widths]
+            raws = self.generator.raw_many(requests) if requests else []
+            self.old_targets = {(r.task, r.widths): flat(raw) for r, raw in zip(requests, raws)}
+            full = self.generator.raw_many([Request(task, tuple(self.layout.widths))])[0]
+            self.teacher = [(w.detach(), b.detach()) for w, b in full]
+        self._row_targets = {}
 
     def epochs(self, configured: int) -> int:
         """The INR's epochs over the experience (``inr_epochs``; null: ``train.epochs``, as the teacher)."""
@@ -411,7 +426,7 @@ class NeuMeta(ContinualModule):
         return [w[0] / top for w in self.unseen_widths]
 
     # -- training ------------------------------------------------------------------------------
-    def _generate(self, noise: float, drawn: bool = True):
+    def step_weights(self, noise: float, drawn: bool = True):
         """One step's generations: task t at full width (then, if ``drawn``, at the narrowest and at
         a random training width), and the old-task penalty on old tasks at full width and at one
         random training width. Returns the new task's raw outputs, their requests and the penalty."""
@@ -474,7 +489,7 @@ class NeuMeta(ContinualModule):
     def compute_loss(self, batch) -> torch.Tensor:
         x, y, _ = batch
         y = self._local(y)
-        raws, requests, penalty = self._generate(self.coord_noise)
+        raws, requests, penalty = self.step_weights(self.coord_noise)
         loss = 0.0
         for raw, request in zip(raws, requests):  # full, narrowest, random width
             weights = self.generator.scale(raw, request)
