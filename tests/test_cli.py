@@ -115,13 +115,20 @@ def test_invalid_experiment_yaml_is_one_sentence(capsys, tmp_path):
 
 @pytest.mark.parametrize("name", experiment_choices())
 def test_every_pinned_experiment_resolves(name):
-    """Each experiments/*.yaml names real config keys and choices for every strategy it lists."""
+    """Each experiments/*.yaml, and its --quick variant, names real config keys and choices for every
+    run it plans (one seed of each: the seed changes no key)."""
+    from neumeta_cl.sweep.plan import expand, quick_variant
+
     spec = load_experiment(name)
-    strategies = spec.axis("strategy")
-    for label in strategies.labels:
-        overrides = strategies.overrides_of(label)
-        cfg = load([*spec.overrides, *overrides])  # raises on an unknown key or choice
-        assert [cfg.strategy.name] == [o.split("=", 1)[1] for o in overrides if o.startswith("strategy=")]
+    for variant in [spec, *([quick_variant(spec)] if spec.quick else [])]:
+        seen = set()
+        for job in expand(variant):
+            key = tuple(sorted((k, v) for k, v in job.labels.items() if k != "seed"))
+            if key in seen:
+                continue
+            seen.add(key)
+            cfg = load(list(job.overrides))  # raises on an unknown key or choice
+            assert cfg.strategy.name in {o.split("=", 1)[1] for o in job.overrides if o.startswith("strategy=")}
 
 
 def test_an_unwritable_output_dir_is_one_sentence(tmp_path, capsys):
