@@ -207,3 +207,17 @@ def test_list_valued_axes_make_folder_names_and_quoted_wandb_tags():
     assert [c.run_name for c in cfgs] == ["32", "16x16"]  # seed=0 is one value: not an axis
     assert [list(c.model.widths) for c in cfgs] == [[32], [16, 16]]
     assert list(cfgs[1].logger.tags) == ["model.widths-[16,16]"] and cfgs[1].logger.group == "s"
+
+
+def test_an_experiment_whose_every_run_fails_ends_with_its_summary(tmp_path, capsys):
+    """No finished run means an empty table: the summary and exit code 1, not a crash building it."""
+    doomed = tmp_path / "doomed.yaml"
+    doomed.write_text("name: doomed\n"
+                      "overrides: [benchmark=split_digits, 'model.widths=[16]', train.epochs=1, train.lr=1e12, "
+                      "logger.mode=disabled, train.progress_bar=false]\n"
+                      "strategies: {naive: [strategy=naive]}\nseeds: [0]\n")
+    assert main(["experiment", str(doomed), "--out", str(tmp_path / "runs")]) == 1
+    err = capsys.readouterr().err
+    assert "failed naive seed 0 (The training loss became nan" in err and "Traceback" not in err
+    assert json.loads((tmp_path / "runs" / "doomed" / "summary.json").read_text())["table"] == []
+    assert [r["status"] for r in json.loads((tmp_path / "runs" / "doomed" / "sweep.json").read_text())["runs"]] == ["failed"]

@@ -89,6 +89,8 @@ class Table:
                     rec[f"{prefix}{m}_std"] = c.std if c else math.nan
                     rec[f"{prefix}{m}_n"] = c.n if c else 0
             records.append(rec)
+        if not records:  # no run finished (a sweep stopped early): an empty frame, not a KeyError
+            return pd.DataFrame(columns=["label"]).set_index("label")
         return pd.DataFrame(records).set_index("label")
 
 
