@@ -144,19 +144,23 @@ class NeuMetaGenerator(nn.Module):
         layer = torch.cat([q.layer[i] for q, i in zip(qs, rows)])
         task = torch.cat([torch.full((len(i),), r.task, dtype=torch.long, device=device) for r, i in zip(requests, rows)])
         h = self.inr.features(coords, torch.cat([q.is_bias[i] for q, i in zip(qs, rows)]), layer, task)
-        width = max(head.out_features for head in self.inr.outputs)
-        out = h.new_zeros(len(h), width)
+        out = h.new_zeros(len(h), self.kernel_width)
         for l, head in enumerate(self.inr.outputs):
             at = (layer == l).nonzero().squeeze(1)
             if len(at):
                 out[at, : head.out_features] = head(h[at])
         return list(out.split([len(i) for i in rows]))
 
+    @property
+    def kernel_width(self) -> int:
+        """Columns of ``raw_rows``' matrix: the largest kernel any output head writes."""
+        return max(head.out_features for head in self.inr.outputs)
+
     def row_mask(self, request: Request) -> torch.Tensor:
         """[Q, k] booleans: which entries of ``raw_rows``' matrix are outputs of each query (a weight
         query's whole kernel; a bias query's first value)."""
         q = self.queries(self.check_task(request.task), request.widths)
-        width = max(head.out_features for head in self.inr.outputs)
+        width = self.kernel_width
         sizes = torch.tensor([head.out_features for head in self.inr.outputs], device=q.layer.device)[q.layer]
         sizes = torch.where(q.is_bias[:, 0] > 0, torch.ones_like(sizes), sizes)
         return torch.arange(width, device=sizes.device)[None, :] < sizes[:, None]

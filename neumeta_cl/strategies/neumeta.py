@@ -478,8 +478,8 @@ class NeuMeta(ContinualModule):
             mask, padded = self._row_targets[key]
             n = len(mask)
             i = torch.randperm(n, generator=self.noise_gen)[: max(1, math.ceil(self.reg_fraction * n))]
+            rows.append(i)  # on the CPU: raw_rows moves them to the INR's device
             i = i.to(mask.device)
-            rows.append(i)
             masks.append(mask[i])
             targets.append(padded[i])
         outs = self.generator.raw_rows(requests, rows)
