@@ -226,6 +226,10 @@ def test_neumeta_widths_script_quick(tmp_path):
     # --from re-reads the saved run and gives the same figures
     again = neumeta_widths.summarise(neumeta_widths.read_saved([out_dir]))
     assert again["acc_by_width"] == last["acc_by_width"] and again["stored_params"] == last["stored_params"]
+    # a rerun skips the finished run and keeps the networks and seconds it saved, untouched
+    before = (out_dir / "individual.json").read_text()
+    rerun, _ = neumeta_widths.run_seeds(out_root=tmp_path, quick=True)
+    assert rerun == saved and (out_dir / "individual.json").read_text() == before
     # --baselines: a NeuMeta variant against the very same individually trained networks
     variant, _ = neumeta_widths.run_seeds(["strategy.reg_weight=0"], tmp_path / "variant", baselines=[out_dir],
                                           quick=True)

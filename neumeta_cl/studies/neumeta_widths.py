@@ -172,13 +172,22 @@ def read_saved(folders) -> dict:
     return saved
 
 
+def _saved_by_run(out: Path) -> dict:
+    """results.json path -> (individual networks, seconds of the seed) saved in ``out`` by an earlier call."""
+    path = out / "individual.json"
+    if not path.exists():
+        return {}
+    old = json.loads(path.read_text())
+    return {r: (ind, sec) for r, ind, sec in zip(old["runs"], old["individuals"], old["seconds_per_seed"])}
+
+
 def run_seeds(overrides: list[str] | None = None, out_root="runs", seeds: list[int] | None = None,
               baselines: list | None = None, quick: bool = False) -> tuple[dict, Path]:
     """Run the experiment one seed at a time (so that each seed's wall time is measured) and train
     the individual networks of each seed, or reuse those of ``baselines`` (earlier output folders)
     for the seeds they cover. ``quick``: a smoke run on scikit-learn digits, seed 0 unless given.
     Returns what ``read_saved`` reads back, and the output folder (``individual.json`` in it is
-    kept current: a stopped run loses no seed)."""
+    kept current: a stopped run loses no seed, and a rerun reuses what a finished seed saved)."""
     from neumeta_cl.config import load
     from neumeta_cl.experiment import load_experiment, run_experiment
     from neumeta_cl.tracking.results import load_results, write_json_atomic
@@ -191,24 +200,31 @@ def run_seeds(overrides: list[str] | None = None, out_root="runs", seeds: list[i
     spec = load_experiment("neumeta_widths")
     extra = [*(QUICK if quick else []), *(overrides or []), "train.progress_bar=false"]
     seeds = seeds or ([0] if quick else [int(s) for s in spec.axis("seed").labels])
-    saved, out = {"runs": [], "individuals": [], "seconds_per_seed": []}, None
+    saved, out, earlier = {"runs": [], "individuals": [], "seconds_per_seed": []}, None, None
     for seed in seeds:
         t0 = time.perf_counter()
         res = run_experiment("neumeta_widths", extra, out_root, seeds=[seed])
-        out = out or res.out_dir
+        if out is None:  # what an earlier call saved here, read before this one writes
+            out = res.out_dir
+            earlier = _saved_by_run(out)
         run = res.runs["neumeta"][0]
         strategy = load_results(run.results_path)["config"]["strategy"]
         fractions = sorted({*map(float, strategy["eval_fractions"]), *map(float, strategy["widths_unseen"])})
         cfg = load([*spec.overrides, *spec.axis("strategy").overrides_of("neumeta"), f"seed={seed}", *extra])
         seconds = time.perf_counter() - t0
-        old = reused(seed)
-        individuals = {**old, "reused": True} if old else train_individuals(cfg, fractions)
-        if individuals["fractions"] != fractions:
-            raise ConfigError(f"--baselines: seed {seed} was trained at widths {individuals['fractions']}, "
-                              f"this run evaluates {fractions}.")
+        key = str(run.results_path)
+        if key in earlier:  # a rerun: this very run's networks were trained, and the seed timed, before
+            individuals, seed_seconds = earlier[key]
+        else:
+            old = reused(seed)
+            individuals = {**old, "reused": True} if old else train_individuals(cfg, fractions)
+            if individuals["fractions"] != fractions:
+                raise ConfigError(f"--baselines: seed {seed} was trained at widths {individuals['fractions']}, "
+                                  f"this run evaluates {fractions}.")
+            seed_seconds = seconds + individuals["seconds"]
         saved["individuals"].append(individuals)
-        saved["runs"].append(str(run.results_path))
-        saved["seconds_per_seed"].append(seconds + individuals["seconds"])
+        saved["runs"].append(key)
+        saved["seconds_per_seed"].append(seed_seconds)
         write_json_atomic(out / "individual.json", saved)
     return saved, out
 
