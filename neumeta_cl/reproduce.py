@@ -76,6 +76,9 @@ def reproduce(name: str, quick: bool = False, check_reference: bool = False, lau
     from neumeta_cl.sweep.progress import stderr_console
 
     spec = load_experiment(name)
+    ref_path = reference_path(spec.name + ("-quick" if quick else ""))
+    if check_reference and not write_reference and not ref_path.exists():  # say so before hours of runs
+        raise UserError(f"No reference numbers for '{ref_path.stem}' ({ref_path}); run without --check.")
     console = tables.console()
     command = f"neumeta-cl reproduce {name}" + (" --quick" if quick else "")
     if spec.study:

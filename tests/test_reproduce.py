@@ -42,6 +42,7 @@ def test_reproduce_writes_checks_and_rejects_a_reference(tmp_path, capsys, monke
     out_dir = str(tmp_path / "runs")
     assert main(["reproduce", "tiny", "--check", "--out", out_dir]) == 2
     assert "No reference numbers for 'tiny'" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()  # refused before any run
 
     assert main(["reproduce", "tiny", "--write-reference", "--out", out_dir]) == 0
     ref_path = experiments / "reference" / "tiny.json"
