@@ -174,10 +174,9 @@ def read_saved(folders) -> dict:
 
 def _saved_by_run(out: Path) -> dict:
     """results.json path -> (individual networks, seconds of the seed) saved in ``out`` by an earlier call."""
-    path = out / "individual.json"
-    if not path.exists():
+    if not (out / "individual.json").exists():
         return {}
-    old = json.loads(path.read_text())
+    old = read_saved([out])
     return {r: (ind, sec) for r, ind, sec in zip(old["runs"], old["individuals"], old["seconds_per_seed"])}
 
 
