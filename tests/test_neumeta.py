@@ -188,6 +188,25 @@ def test_sampled_regulariser_estimates_the_full_one(tmp_path):
     assert np.mean(draws) == pytest.approx(full, rel=0.05)
 
 
+def test_sandwich_batch_gives_the_narrower_networks_part_of_the_batch(tmp_path):
+    """strategy.sandwich_batch: the full-width network sees the whole batch, the narrowest and the
+    random-width ones its first ceil(fraction * batch) samples; the loss stays finite and trains."""
+    cfg = load(digits_overrides(tmp_path, "logger.mode=disabled", "strategy.teacher_epochs=0",
+                                "strategy.sandwich_batch=0.25"))
+    stream = build_stream_from(cfg)
+    net = build_model(to_dict(cfg.model), stream.input_shape, stream.n_classes, stream.heads)
+    s = build_strategy(to_dict(cfg.strategy), net, OptimConfig("adam", 3e-3), 32, 0)
+    s.before_experience(stream.train[0])
+    seen = []
+    run = s.generator.run
+    s.generator.run = lambda weights, task, widths, x: seen.append((tuple(widths), len(x))) or run(weights, task, widths, x)
+    exp = stream.train[0]
+    loss = s.compute_loss((exp.x[:30], exp.y[:30], exp.t[:30]))
+    assert torch.isfinite(loss)
+    assert seen[0] == (tuple(s.layout.widths), 30)
+    assert [n for _, n in seen[1:]] == [8, 8] and seen[1][0] == tuple(s.train_widths[0])
+
+
 def test_inr_batch_size_sets_the_steps_of_an_experience(tmp_path):
     """strategy.inr_batch_size: the runner batches NeuMeta's experience at that size (steps per
     epoch = ceil(samples / batch)); the teacher keeps train.batch_size."""
@@ -248,6 +267,7 @@ def test_neumeta_widths_script_quick(tmp_path):
     (["strategy.inr_batch_size=0"], "strategy.inr_batch_size must be at least 1"),
     (["strategy.inr_lr=0"], "strategy.inr_lr must be positive"),
     (["strategy.reg_fraction=0"], "strategy.reg_fraction must be in (0, 1], got 0"),
+    (["strategy.sandwich_batch=1.5"], "strategy.sandwich_batch must be in (0, 1], got 1.5"),
     (["strategy.hiden=64"], "Unknown config key 'strategy.hiden'"),
 ])
 def test_neumeta_bad_input_is_one_sentence_and_exit_2(overrides, message, capsys, tmp_path):

@@ -159,7 +159,7 @@ class NeuMeta(ContinualModule):
                  teacher_data_seed_offset: int = 1000, reg_tasks: int = 0, inr_epochs: int | None = None,
                  routing: str = "entropy", buffer_size: int = 500, mem_batch_size: int | None = None,
                  router_epochs: int = 3, inr_batch_size: int | None = None, inr_lr: float | None = None,
-                 reg_fraction: float = 1.0):
+                 reg_fraction: float = 1.0, sandwich_batch: float = 1.0):
         head = getattr(net, "head", None)
         if not isinstance(head, (MultiHead, SingleHead)):
             raise ConfigError(f"strategy=neumeta generates MLP or CNN targets with a linear head, not "
@@ -170,7 +170,7 @@ class NeuMeta(ContinualModule):
                reg_weight=reg_weight, reg_tasks=reg_tasks, eval_samples=eval_samples, teacher_epochs=teacher_epochs,
                teachers=teachers, task_init=task_init, eval_fractions=eval_fractions, inr_epochs=inr_epochs,
                routing=routing, router_epochs=router_epochs, inr_batch_size=inr_batch_size, inr_lr=inr_lr,
-               reg_fraction=reg_fraction)
+               reg_fraction=reg_fraction, sandwich_batch=sandwich_batch)
         layout = TargetLayout.from_net(net)
         train_widths, unseen_widths = training_widths(layout, min_width, widths_unseen or [])
         # Task-incremental: one generated network per task label. Class-/domain-incremental (a single
@@ -202,7 +202,7 @@ class NeuMeta(ContinualModule):
         self.coord_noise, self.recon_weight, self.l2_weight = coord_noise, recon_weight, l2_weight
         self.reg_weight, self.task_init, self.teachers = reg_weight, task_init, teachers
         self.reg_tasks, self.inr_epochs = reg_tasks, inr_epochs
-        self.inr_batch_size, self.reg_fraction = inr_batch_size, reg_fraction
+        self.inr_batch_size, self.reg_fraction, self.sandwich_batch = inr_batch_size, reg_fraction, sandwich_batch
         self._row_targets: dict = {}  # (task, widths) -> (mask, old outputs as raw_rows' matrix)
         self.teacher_epochs, self.recon_steps, self.clip_grad = teacher_epochs, recon_steps, clip_grad
         self.parts.append(GradClip(clip_grad))
@@ -491,9 +491,11 @@ class NeuMeta(ContinualModule):
         y = self._local(y)
         raws, requests, penalty = self.step_weights(self.coord_noise)
         loss = 0.0
-        for raw, request in zip(raws, requests):  # full, narrowest, random width
+        part = max(1, math.ceil(self.sandwich_batch * len(y)))  # the batch is shuffled: its first part is a random one
+        for k, (raw, request) in enumerate(zip(raws, requests)):  # full, narrowest, random width
             weights = self.generator.scale(raw, request)
-            loss = loss + F.cross_entropy(self.generator.run(weights, self.task, request.widths, x), y)
+            xs, ys = (x, y) if k == 0 else (x[:part], y[:part])
+            loss = loss + F.cross_entropy(self.generator.run(weights, self.task, request.widths, xs), ys)
         if self.teacher is not None:
             loss = loss + self.recon_weight * reconstruction(raws[0], self.teacher)
         if self.l2_weight:
@@ -514,7 +516,7 @@ class NeuMeta(ContinualModule):
 
 def _check(*, min_width, coord_noise, recon_weight, l2_weight, reg_weight, reg_tasks, eval_samples, teacher_epochs,
            teachers, task_init, eval_fractions, inr_epochs, routing, router_epochs, inr_batch_size, inr_lr,
-           reg_fraction) -> None:
+           reg_fraction, sandwich_batch) -> None:
     """Every strategy value a user can get wrong, as one-sentence errors (routing too on a
     task-incremental stream, where it plays no part: a typo there is still a typo)."""
     if not 0 < min_width <= 1:
@@ -532,6 +534,8 @@ def _check(*, min_width, coord_noise, recon_weight, l2_weight, reg_weight, reg_t
         raise ConfigError(f"strategy.inr_lr must be positive (or null for train.lr), got {inr_lr}.")
     if not 0 < reg_fraction <= 1:
         raise ConfigError(f"strategy.reg_fraction must be in (0, 1], got {reg_fraction}.")
+    if not 0 < sandwich_batch <= 1:
+        raise ConfigError(f"strategy.sandwich_batch must be in (0, 1], got {sandwich_batch}.")
     if routing not in ROUTINGS:
         raise ConfigError(f"Unknown strategy.routing '{routing}'; valid routings are: {', '.join(ROUTINGS)}.")
     if router_epochs < 1:
