@@ -59,15 +59,18 @@ def test_lowest_point_is_the_minimum_of_the_grid(stream):
     assert loss_and_accuracy(net, *memory)[0] == pytest.approx(min(losses))
 
 
-def run_events(strategy, stream, steps=60):
-    """Drive a strategy through the loop's events on the first two experiences (a few SGD steps each)."""
+def run_events(strategy, stream, steps=60, n=2, starts=None):
+    """Drive a strategy through the loop's events on the first ``n`` experiences (a few SGD steps
+    each); ``starts``, when given, collects a copy of the net each experience starts training from."""
     records = []
-    for exp in stream.train[:2]:
+    for exp in stream.train[:n]:
         run = Boundary(strategy, exp)
         run.stream = stream
         for part in strategy.parts:
             part.before_experience(run)
         strategy.before_experience(exp)
+        if starts is not None:
+            starts.append(copy.deepcopy(strategy.net))
         opt = torch.optim.SGD(strategy.net.parameters(), lr=0.05)
         g = torch.Generator().manual_seed(exp.index)
         for _ in range(steps):
@@ -113,6 +116,24 @@ def test_flow_moves_after_each_experience_and_records_a_morph(stream):
     assert all(torch.equal(anchor[n], p) for n, p in s.net.state_dict().items())  # the next path starts here
 
 
+def test_flow_train_from_sequential_trains_from_the_last_minimum(stream):
+    """train_from=sequential: each experience trains from the minimum the previous one reached, while
+    the net evaluated after each experience (and each path's start) is the connected point."""
+    torch.manual_seed(0)
+    s = build_strategy({"name": "flow", "buffer_size": 100, "train_from": "sequential"}, MLP((1, 8, 8), [32], 10),
+                       OptimConfig(), 32, 0)
+    starts = []
+    trained = run_events(s, stream, steps=30, n=3, starts=starts)
+    same = lambda a, b: all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
+    assert same(starts[1], trained[0]) and same(starts[2], trained[1])
+    assert not same(s.net, trained[2])  # after the move, the net is the connected point
+    assert all(torch.equal(s.connect.anchor["weights"][n], p) for n, p in s.net.state_dict().items())
+    assert len(s.connect.moves) == 2
+    s2 = build_strategy({"name": "flow", "buffer_size": 100}, MLP((1, 8, 8), [32], 10), OptimConfig(), 32, 0)
+    s2.connect.load_state_dict(s.connect.state_dict())  # the last minimum survives a checkpoint
+    assert all(torch.equal(s2.connect.trained[k], v) for k, v in trained[2].state_dict().items())
+
+
 @pytest.mark.parametrize("path", ["line", "bezier"])
 def test_flow_lowest_point_paths(stream, path):
     torch.manual_seed(0)
@@ -128,6 +149,7 @@ def test_flow_lowest_point_paths(stream, path):
     ({"name": "flow", "path": "spline"}, "valid paths are: mcsgd, line, bezier, ode"),
     ({"name": "flow", "init_position": 1.5}, "init_position must lie in"),
     ({"name": "flow", "line_samples": 0}, "line_samples must be a positive integer"),
+    ({"name": "flow", "train_from": "start"}, "valid choices are: connected, sequential"),
     ({"name": "clewi", "alpha": 2.0}, "alpha must lie in"),
     ({"name": "clewi", "align": "sinkhorn"}, "valid methods are: weights, activations"),
 ])

@@ -13,9 +13,17 @@ along a path between the two:
   trained on the memory, or of a trained ODE flow (``landscape``), with the lowest memory loss
   (``lowest_point``, ``grid`` evenly spaced t).
 
-BatchNorm statistics are then re-estimated on the memory. The result becomes the continual
-solution w_prev of the next experience. Training itself is plain fine-tuning (no replay in the
-loss), as in MC-SGD. Each move is recorded as a morph (``MorphReport`` plus accuracy on the seen
+BatchNorm statistics are then re-estimated on the memory. The result is the continual solution
+that is evaluated, and the w_prev of the next experience's path. Where the next experience trains
+from is ``train_from``:
+
+- ``connected`` (default): from that continual solution;
+- ``sequential``: from w_curr, the minimum the last experience's training reached, so the training
+  trajectory is plain sequential fine-tuning and the connected points ride beside it (the MC-SGD
+  research code trains task t from the sequential model of task t-1, and SequeL's port reverts
+  the backbone to it after each move).
+
+Training itself is plain fine-tuning (no replay in the loss), as in MC-SGD. Each move is recorded as a morph (``MorphReport`` plus accuracy on the seen
 experiences before and after) in results.json and W&B.
 """
 
@@ -39,6 +47,7 @@ from neumeta_cl.strategies.optim import OptimConfig
 from neumeta_cl.strategies.replay import ReplayBuffer
 
 PATHS = ("mcsgd", "line", "bezier", "ode")
+TRAIN_FROM = ("connected", "sequential")
 
 
 def snapshot(net: torch.nn.Module) -> dict:
@@ -74,9 +83,12 @@ class ModeConnectivity(Plugin):
 
     def __init__(self, memory: ReplayBuffer, path: str = "mcsgd", init_position: float = 0.1, line_samples: int = 10,
                  line_lr: float = 0.05, line_momentum: float = 0.8, line_epochs: int = 1, line_batch_size: int = 64,
-                 curve_steps: int = 200, curve_lr: float = 0.05, grid: int = 25, seed: int = 0):
+                 curve_steps: int = 200, curve_lr: float = 0.05, grid: int = 25, seed: int = 0,
+                 train_from: str = "connected"):
         if path not in PATHS:
             raise ConfigError(f"Unknown strategy.path '{path}'; valid paths are: {', '.join(PATHS)}.")
+        if train_from not in TRAIN_FROM:
+            raise ConfigError(f"Unknown strategy.train_from '{train_from}'; valid choices are: {', '.join(TRAIN_FROM)}.")
         if not 0.0 <= init_position <= 1.0:
             raise ConfigError(f"strategy.init_position must lie in [0, 1], got {init_position}.")
         for key, value in (("line_samples", line_samples), ("line_epochs", line_epochs),
@@ -89,16 +101,18 @@ class ModeConnectivity(Plugin):
         self.init_position, self.line_samples, self.line_lr, self.line_momentum = init_position, line_samples, line_lr, line_momentum
         self.line_epochs, self.line_batch_size = line_epochs, line_batch_size
         self.curve_steps, self.curve_lr, self.grid, self.seed = curve_steps, curve_lr, grid, seed
+        self.train_from = train_from
         self.eval_batch_size = 1024  # set from the run's settings (Flow.plugins)
         self.anchor: dict | None = None  # net_state of the previous continual solution
+        self.trained: dict | None = None  # train_from=sequential: the last minimum reached (a state_dict)
         self.earlier = None  # the memory as it was before this experience: (x, y, t) of earlier experiences
         self.moves: list[dict] = []
 
     def state_dict(self) -> dict:
-        return {"anchor": self.anchor, "moves": self.moves}
+        return {"anchor": self.anchor, "moves": self.moves, "trained": self.trained}
 
     def load_state_dict(self, state: dict) -> None:
-        self.anchor, self.moves = state["anchor"], list(state["moves"])
+        self.anchor, self.moves, self.trained = state["anchor"], list(state["moves"]), state.get("trained")
 
     def remap(self, param_map) -> None:
         if self.anchor is not None:
@@ -108,9 +122,14 @@ class ModeConnectivity(Plugin):
     def before_experience(self, run) -> None:
         m = self.memory
         self.earlier = None if len(m) == 0 else (m.x, m.y, m.t)  # update() replaces these tensors, never edits them
+        if self.train_from == "sequential" and self.trained is not None:
+            with torch.no_grad():  # train from the last minimum, not from the connected point evaluated
+                run.net.load_state_dict(self.trained)
 
     def after_training(self, run) -> None:
         net = run.net
+        if self.train_from == "sequential":
+            self.trained = {k: v.detach().clone() for k, v in net.state_dict().items()}
         if self.anchor is None:  # the first minimum is the first continual solution
             self.anchor = snapshot(net)
             return
@@ -153,10 +172,10 @@ class Flow(ContinualModule):
     def __init__(self, net, optim: OptimConfig, *, batch_size: int = 128, seed: int = 0, buffer_size: int = 200,
                  policy: str = "class_balanced", path: str = "mcsgd", init_position: float = 0.1, line_samples: int = 10,
                  line_lr: float = 0.05, line_momentum: float = 0.8, line_epochs: int = 1, line_batch_size: int = 64,
-                 curve_steps: int = 200, curve_lr: float = 0.05, grid: int = 25):
+                 curve_steps: int = 200, curve_lr: float = 0.05, grid: int = 25, train_from: str = "connected"):
         self.memory = ReplayBuffer(buffer_size, policy, seed)
         self.connect = ModeConnectivity(self.memory, path, init_position, line_samples, line_lr, line_momentum,
-                                        line_epochs, line_batch_size, curve_steps, curve_lr, grid, seed)
+                                        line_epochs, line_batch_size, curve_steps, curve_lr, grid, seed, train_from)
         # The memory is updated with the experience before the move, so the move sees every experience.
         super().__init__(net, optim, batch_size=batch_size, seed=seed, parts=[self.memory, self.connect])
 
