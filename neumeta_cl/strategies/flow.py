@@ -23,8 +23,9 @@ from is ``train_from``:
   research code trains task t from the sequential model of task t-1, and SequeL's port reverts
   the backbone to it after each move).
 
-Training itself is plain fine-tuning (no replay in the loss), as in MC-SGD. Each move is recorded as a morph (``MorphReport`` plus accuracy on the seen
-experiences before and after) in results.json and W&B.
+Training itself is plain fine-tuning (no replay in the loss), as in MC-SGD. Each move is recorded
+as a morph (``MorphReport`` plus accuracy on the seen experiences before and after) in
+results.json and W&B.
 """
 
 from __future__ import annotations
