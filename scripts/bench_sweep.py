@@ -3,9 +3,10 @@ and with launcher=ray on a local 2-CPU cluster.
 
     python scripts/bench_sweep.py
 
-What is measured and how (both sides pay a fresh interpreter's imports): ``neumeta_cl.studies.sweep_speed``. Targets on 2 cores: local at least
-1.7x, ray at least 1.5x. The last line is JSON with speedup_local, speedup_ray,
-overhead_s_per_run_local and overhead_s_per_run_ray.
+What is measured and how (both sides pay a fresh interpreter's imports):
+``neumeta_cl.studies.sweep_speed``. Targets on 2 cores: local at least 1.7x, ray at least 1.5x.
+The last line is JSON with speedup_local, speedup_ray, overhead_s_per_run_local and
+overhead_s_per_run_ray.
 """
 
 from __future__ import annotations
