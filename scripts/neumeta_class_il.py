@@ -3,6 +3,7 @@
     python scripts/neumeta_class_il.py                  # Split-Fashion-MNIST, 3 seeds, every strategy
     python scripts/neumeta_class_il.py --seeds 0        # one seed
     python scripts/neumeta_class_il.py --quick          # Split-digits, seed 0 (a smoke run)
+    python scripts/neumeta_class_il.py --digits         # Split-digits, 3 seeds (experiments/neumeta_class_il_digits.yaml)
     python scripts/neumeta_class_il.py launcher=local launcher.workers=2
 
 ACC of every strategy and, for the NeuMeta variants, ACC of the routed networks at every width of
@@ -26,6 +27,7 @@ def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seeds", nargs="+", type=int, help="override the experiment's seeds")
     p.add_argument("--quick", action="store_true", help="the quick variant: Split-digits, seed 0")
+    p.add_argument("--digits", action="store_true", help="the Split-digits experiment (neumeta_class_il_digits)")
     p.add_argument("--out", default="runs")
     p.add_argument("overrides", nargs="*", help="KEY=VALUE for every run; launcher=... settings go to the launcher")
     args = p.parse_args(argv)
@@ -39,7 +41,7 @@ def main(argv=None) -> dict:
     launcher = [o for o in args.overrides if o.startswith("launcher")]
     extra = [o for o in args.overrides if not o.startswith("launcher")] + ["train.progress_bar=false"]
     try:
-        spec = load_experiment("neumeta_class_il")
+        spec = load_experiment("neumeta_class_il_digits" if args.digits else "neumeta_class_il")
         spec = quick_variant(spec) if args.quick else spec
         result = run_experiment(spec, extra, args.out, seeds=args.seeds, launcher=launcher, console=stderr_console())
     except UserError as e:

@@ -60,7 +60,9 @@ class NeuMetaGenerator(nn.Module):
         # with a calibration, one (scale, shift) per task.
         self.routing = routing if self.infers_task else None
         self.task_classifier: nn.Module | None = None
-        self.classifier_statistics: dict[tuple, dict] = {}  # its BatchNorm statistics per width
+        # Per width, what is measured on the memory after each experience: the task classifier's
+        # BatchNorm statistics and its head's bias with the task offsets (``hypernet.routing``).
+        self.classifier_state: dict[tuple, dict] = {}
         self.calibration: list[list[float]] = []
         full = layout.shapes(layout.widths, max(heads, default=1))
         self.inr = WeightINR([s.kernel_numel for s in full], len(heads), hidden, n_blocks, n_freqs, layer_dim,
@@ -259,9 +261,9 @@ class NeuMetaGenerator(nn.Module):
 
     def classifier_at(self, widths) -> nn.Module:
         """The task classifier at ``widths``: an ordinary module, with that width's BatchNorm
-        statistics (measured for every uniformly scaled width after each experience)."""
+        statistics and task offsets (measured for every uniformly scaled width after each experience)."""
         widths = self.layout.check_widths(widths)
-        statistics = self.classifier_statistics.get(widths)
+        statistics = self.classifier_state.get(widths)
         if statistics is None and has_batchnorm(self.task_classifier):
             raise ConfigError(f"The task classifier has BatchNorm statistics for uniformly scaled widths only, not "
                               f"{list(widths)}; ask for a fraction= or a budget= instead.")
@@ -288,7 +290,7 @@ def generator_state(generator: NeuMetaGenerator) -> dict:
             "classes": generator.classes, "n_classes": generator.n_classes, "routing": generator.routing,
             "calibration": [list(map(float, row)) for row in generator.calibration],
             "task_classifier": generator.task_classifier is not None,
-            "classifier_statistics": [[list(w), dict(s)] for w, s in generator.classifier_statistics.items()],
+            "classifier_state": [[list(w), dict(s)] for w, s in generator.classifier_state.items()],
             "state_dict": generator.state_dict()}
 
 
@@ -302,7 +304,8 @@ def generator_from_state(saved: dict) -> NeuMetaGenerator:
     generator.calibration = [list(row) for row in saved.get("calibration", [])]
     if saved.get("task_classifier"):
         generator.task_classifier = task_classifier(layout, generator.n_classes)
-        generator.classifier_statistics = {tuple(w): dict(s) for w, s in saved.get("classifier_statistics", [])}
+        saved_state = saved.get("classifier_state", saved.get("classifier_statistics", []))  # the older name
+        generator.classifier_state = {tuple(w): dict(s) for w, s in saved_state}
     generator.load_state_dict(saved["state_dict"])
     return generator
 

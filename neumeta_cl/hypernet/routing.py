@@ -9,7 +9,10 @@ scores over all classes, in one of three ways (``strategy.routing``):
   HNET+TIR, with a memory of real samples in place of their generative replay). Its softmax over
   the classes seen so far gives each task's probability, ``p(k | x) = sum_{c in k} p_r(c | x)``,
   and the score of class ``c`` of task ``k`` is ``log p(k | x) + log p_k(c | x)``: the task
-  network decides within its task.
+  network decides within its task. A classifier trained on a stream with a small memory favours
+  some tasks over others (the newest one, or the old ones); after each experience one offset per
+  task, ``log p(k | x) + b_k``, is fitted on the memory for every width (``fit_task_offsets``, in
+  the manner of BiC's bias correction, Wu et al. 2019) and folded into the head's bias.
 - ``calibrated``: each task network's logits get a scale and a shift, ``a_k z_k + b_k``, fitted on
   the memory so that one softmax over all of them is right (2 numbers per task).
 - ``entropy``: the task network with the lowest predictive entropy answers (von Oswald et al.'s
@@ -63,6 +66,38 @@ def task_log_probs(router_logits: torch.Tensor, classes: Sequence[Sequence[int]]
     logp = router_logits[:, seen].log_softmax(1)
     sizes = [len(cls) for cls in classes]
     return torch.stack([part.logsumexp(1) for part in logp.split(sizes, 1)], 1)
+
+
+def fit_task_offsets(router_logits: torch.Tensor, y: torch.Tensor, classes: Sequence[Sequence[int]],
+                     steps: int = 100) -> torch.Tensor:
+    """One offset per task, ``b``, minimising the cross-entropy of the task ``log p(k | x) + b_k``
+    on labelled samples (the memory): L-BFGS from 0, ``b`` centred (a common shift changes nothing).
+    Adding ``b_k`` to the logits of every class of task ``k`` (``offset_head_bias_``) gives exactly
+    these task scores, up to a per-row constant."""
+    task_of = torch.full((int(router_logits.shape[1]),), -1, dtype=torch.long)
+    for k, cls in enumerate(classes):
+        task_of[torch.as_tensor(list(cls))] = k
+    target = task_of[y.cpu()].to(router_logits.device)
+    logp = task_log_probs(router_logits.detach(), classes)
+    b = torch.zeros(len(classes), device=logp.device, requires_grad=True)
+    opt = torch.optim.LBFGS([b], max_iter=steps, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(logp + b, target)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return (b - b.mean()).detach()
+
+
+@torch.no_grad()
+def offset_head_bias_(bias: torch.Tensor, offsets: torch.Tensor, classes: Sequence[Sequence[int]]) -> torch.Tensor:
+    """In place: the logits of task ``k``'s classes move by ``offsets[k]``."""
+    for k, cls in enumerate(classes):
+        bias[torch.as_tensor(list(cls), device=bias.device)] += offsets[k]
+    return bias
 
 
 def route_by_router(router_logits: torch.Tensor, logits: Sequence[torch.Tensor], classes: Sequence[Sequence[int]],

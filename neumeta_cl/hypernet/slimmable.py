@@ -44,7 +44,8 @@ def has_batchnorm(net: nn.Module) -> bool:
 @torch.no_grad()
 def narrowed(layout: TargetLayout, net: nn.Module, widths, statistics: dict | None = None) -> nn.Module:
     """The ordinary network of ``widths`` inside the slimmable ``net`` (a copy, in eval mode), with
-    that width's BatchNorm ``statistics`` (``batchnorm_statistics``) where it has BatchNorm."""
+    that width's measured ``statistics`` in place of the shared values (``batchnorm_statistics``,
+    and the head's bias with the task offsets: ``hypernet.routing.fit_task_offsets``)."""
     widths = layout.check_widths(widths)
     small = layout.build(widths, net.head.linear.out_features, batchnorm=has_batchnorm(net))
     state = {k: v.clone() for k, v in slice_state(net.state_dict(), widths).items()}
