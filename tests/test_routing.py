@@ -255,3 +255,18 @@ def test_a_study_prints_its_table_results_targets_and_json_last(capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0] == "the table" and lines[1] == "results: runs/x" and lines[2] == "targets: not met: acc_classil"
     assert json.loads(lines[-1]) == {"acc_classil": {"neumeta": [0.7, 0.01]}}
+
+
+def test_router_probe_trains_the_classifier_alone_and_reports_every_width():
+    """``scripts/router_probe.py``'s study on two experiences of class-incremental digits: the
+    classifier trained as in a routing=router run tells the two tasks apart at full width, well
+    above chance."""
+    from neumeta_cl.studies.router_probe import FRACTIONS, probe
+
+    out = probe("neumeta_class_il_digits", 0, ["benchmark.n_experiences=2", "strategy.router_epochs=2",
+                                                "model.channels=[8,16]"])
+    acc = out["task_accuracy"]
+    assert list(acc) == [f"{f:g}" for f in FRACTIONS]
+    assert all(len(row["per_experience"]) == 2 for row in acc.values())
+    assert acc["1"]["with_offsets"] > 0.65, acc  # two tasks: chance is 0.5
+    assert all(0.0 <= row["without_offsets"] <= 1.0 for row in acc.values())

@@ -56,8 +56,7 @@ from neumeta_cl.errors import ConfigError
 from neumeta_cl.hypernet.generator import (NeuMetaGenerator, Request, Weights, generator_from_state, generator_state,
                                            task_classifier)
 from neumeta_cl.hypernet.layout import TargetLayout
-from neumeta_cl.hypernet.routing import ROUTINGS, fit_calibration, fit_task_offsets, offset_head_bias_, route
-from neumeta_cl.hypernet.slimmable import batchnorm_statistics, has_batchnorm, narrowed
+from neumeta_cl.hypernet.routing import ROUTINGS, fit_calibration, route
 from neumeta_cl.hypernet.smoothing import layer_weights, smooth, total_variation
 from neumeta_cl.nets.heads import MultiHead, SingleHead
 from neumeta_cl.plugins.widths import WidthSweep
@@ -65,7 +64,7 @@ from neumeta_cl.protocol import Plugin, RunSettings, StrategyReport
 from neumeta_cl.runner.checkpoint import python_rng_state, set_python_rng_state
 from neumeta_cl.strategies.base import ContinualModule
 from neumeta_cl.strategies.buffer import ReplayBuffer
-from neumeta_cl.strategies.task_classifier import SlimmableTaskClassifier
+from neumeta_cl.strategies.task_classifier import SlimmableTaskClassifier, measure_widths
 from neumeta_cl.strategies.optim import OptimConfig
 from neumeta_cl.strategies.fit import fit_experience, fit_module
 
@@ -270,27 +269,10 @@ class NeuMeta(ContinualModule):
                    seed=self.seed + self.teacher_data_seed_offset * experience.index,
                    accelerator="gpu" if device.type == "cuda" else "cpu")
         router.net.requires_grad_(False)
-        self.generator.classifier_state = self._measure_classifier(router.net, device)
+        x, y = self.memory.data["x"].to(device), self.memory.data["y"].to(device)
+        self.generator.classifier_state = measure_widths(self.layout, router.net, x, y, self.generator.classes)
         self.info.update(router_seconds=time.perf_counter() - t0)
 
-    @torch.no_grad()
-    def _measure_classifier(self, net, device) -> dict[tuple, dict]:
-        """For every width the generator can be asked for, on the memory: the task classifier's
-        BatchNorm statistics, then one offset per task folded into its head's bias
-        (``hypernet.routing.fit_task_offsets``)."""
-        top = self.layout.widths[0]
-        x, y = self.memory.data["x"].to(device), self.memory.data["y"].to(device)
-        classes = self.generator.classes
-        state = {}
-        for w in sorted({self.layout.at_fraction(k / top) for k in range(1, top + 1)}):
-            measured = batchnorm_statistics(self.layout, net, w, x) if has_batchnorm(net) else {}
-            small = narrowed(self.layout, net, w, measured)
-            logits = torch.cat([small(x[s: s + 1024]) for s in range(0, len(x), 1024)])
-            with torch.enable_grad():
-                offsets = fit_task_offsets(logits, y, classes)
-            measured["head.linear.bias"] = offset_head_bias_(small.head.linear.bias.clone(), offsets, classes)
-            state[w] = measured
-        return state
     def _task_of(self, experience: TensorExperience) -> int:
         """The generator's task for an experience: its task label, or (class-incremental) its
         position in the stream, with a new task and embedding the first time it is seen."""

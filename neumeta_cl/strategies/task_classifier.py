@@ -3,7 +3,8 @@
 One ordinary network of the target family (BatchNorm-free) over all classes, trained on the
 current experience and a small memory with ER-ACE's loss (Caccia et al. 2022), and slimmable
 (``hypernet.slimmable``): every step trains the full, the narrowest and a random training width
-together (the sandwich rule), so it answers at every width the generator serves.
+together (the sandwich rule), so it answers at every width the generator serves. After each
+experience ``measure_widths`` gives every width its BatchNorm statistics and task offsets.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from torch import nn
 from torch.func import functional_call
 
 from neumeta_cl.hypernet.layout import TargetLayout  # noqa: F401  (type of self.layout)
-from neumeta_cl.hypernet.slimmable import STATISTICS, has_batchnorm, slice_state
+from neumeta_cl.hypernet.routing import fit_task_offsets, offset_head_bias_
+from neumeta_cl.hypernet.slimmable import STATISTICS, batchnorm_statistics, has_batchnorm, narrowed, slice_state
 from neumeta_cl.runner.checkpoint import python_rng_state, set_python_rng_state
 from neumeta_cl.strategies.er_ace import ERACE
 from neumeta_cl.strategies.optim import OptimConfig
@@ -57,3 +59,23 @@ class SlimmableTaskClassifier(ERACE):
 
     def load_extra_state(self, state: dict) -> None:
         set_python_rng_state(state["rng"], self.rng)
+
+
+@torch.no_grad()
+def measure_widths(layout: TargetLayout, net: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                   classes) -> dict[tuple, dict]:
+    """For every uniformly scaled width, on the memory ``(x, y)``: the slimmable classifier's
+    BatchNorm statistics (US-Nets' calibration), then one offset per task (``classes[k]``: task
+    ``k``'s classes) folded into its head's bias (``hypernet.routing.fit_task_offsets``). The
+    values ``narrowed`` puts in place of the shared ones, per width."""
+    top = layout.widths[0]
+    state = {}
+    for w in sorted({layout.at_fraction(k / top) for k in range(1, top + 1)}):
+        measured = batchnorm_statistics(layout, net, w, x) if has_batchnorm(net) else {}
+        small = narrowed(layout, net, w, measured)
+        logits = torch.cat([small(x[s: s + 1024]) for s in range(0, len(x), 1024)])
+        with torch.enable_grad():
+            offsets = fit_task_offsets(logits, y, classes)
+        measured["head.linear.bias"] = offset_head_bias_(small.head.linear.bias.clone(), offsets, classes)
+        state[w] = measured
+    return state

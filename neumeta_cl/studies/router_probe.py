@@ -1,0 +1,76 @@
+"""The task classifier of class-incremental NeuMeta, trained alone: which task does it infer, at each width?
+
+``probe`` trains the slimmable task classifier as a ``neumeta`` run with ``routing=router`` does
+(the memory takes each experience before it trains, ER-ACE, the sandwich rule over the generator's
+training widths, ``strategy.router_epochs``), on the stream and settings of a class-incremental
+experiment, without the generator. After the stream it reports, at every width, the fraction of
+each experience's test inputs sent to the right task, with and without the task offsets
+(``hypernet.routing.fit_task_offsets``). It takes minutes where a NeuMeta run takes most of an
+hour, so it is the loop to try a router in; ``scripts/router_probe.py`` is its command line.
+The classifier's initial weights come from a different random draw than inside a NeuMeta run.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+FRACTIONS = (0.25, 0.5, 0.75, 1.0)
+
+
+def probe(experiment: str, seed: int, overrides: list[str], label: str = "neumeta_router") -> dict:
+    """Task-inference accuracy per width after the stream of ``experiment`` (its ``label`` row's
+    settings, then ``overrides``): {fraction: {"with_offsets", "without_offsets", "per_experience"}}."""
+    import pytorch_lightning as pl
+
+    from neumeta_cl.config import compose, to_dict, validate
+    from neumeta_cl.experiment import load_experiment
+    from neumeta_cl.hypernet.generator import task_classifier
+    from neumeta_cl.hypernet.layout import TargetLayout
+    from neumeta_cl.hypernet.routing import task_log_probs
+    from neumeta_cl.hypernet.slimmable import narrowed
+    from neumeta_cl.nets import build_model
+    from neumeta_cl.run import build_stream_from
+    from neumeta_cl.strategies.fit import fit_module
+    from neumeta_cl.strategies.neumeta import training_widths
+    from neumeta_cl.strategies.optim import OptimConfig
+    from neumeta_cl.strategies.task_classifier import SlimmableTaskClassifier, measure_widths
+
+    spec = load_experiment(experiment)
+    cfg = compose([*spec.overrides, *spec.axis("strategy").overrides_of(label), *overrides, f"seed={seed}"])
+    validate(cfg)
+    s, t = cfg.strategy, cfg.train
+    stream = build_stream_from(cfg)
+    pl.seed_everything(seed, verbose=False)
+    net = build_model(to_dict(cfg.model), stream.input_shape, stream.n_classes, stream.heads)
+    layout = TargetLayout.from_net(net)
+    train_widths, _ = training_widths(layout, s.min_width, list(s.widths_unseen or []))
+    clf = task_classifier(layout, stream.n_classes)
+    router = SlimmableTaskClassifier(clf, layout, OptimConfig(t.optimizer, t.lr, t.momentum, t.weight_decay, t.lr_schedule),
+                                     train_widths, batch_size=t.batch_size, seed=seed, buffer_size=s.buffer_size,
+                                     mem_batch_size=s.mem_batch_size)
+    classes, t0 = [], time.perf_counter()
+    for exp in stream.train:
+        classes.append(sorted(int(c) for c in exp.y.unique()))
+        router.buffer.update(exp)  # as NeuMeta's memory plugin does, before the experience trains
+        router.train().net.requires_grad_(True)
+        router.before_experience(exp)
+        fit_module(router, exp, epochs=s.router_epochs, batch_size=t.batch_size,
+                   seed=seed + s.teacher_data_seed_offset * exp.index, accelerator="cpu")
+        clf.requires_grad_(False)
+    state = measure_widths(layout, clf, router.buffer.data["x"], router.buffer.data["y"], classes)
+    out = {}
+    for fraction in FRACTIONS:
+        w = layout.at_fraction(fraction)
+        plain = {k: v for k, v in state[w].items() if k != "head.linear.bias"}
+        row = {}
+        for name, measured in (("without_offsets", plain), ("with_offsets", state[w])):
+            small = narrowed(layout, clf, w, measured)
+            with torch.no_grad():
+                row[name] = [float((task_log_probs(small(e.x), classes).argmax(1) == j).float().mean())
+                             for j, e in enumerate(stream.test[: len(classes)])]
+        out[f"{fraction:g}"] = {"with_offsets": round(sum(row["with_offsets"]) / len(classes), 4),
+                                "without_offsets": round(sum(row["without_offsets"]) / len(classes), 4),
+                                "per_experience": [round(a, 3) for a in row["with_offsets"]]}
+    return {"experiment": experiment, "seed": seed, "seconds": round(time.perf_counter() - t0, 1), "task_accuracy": out}
