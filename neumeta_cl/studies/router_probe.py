@@ -25,39 +25,40 @@ def probe(experiment: str, seed: int, overrides: list[str], label: str = "neumet
     import pytorch_lightning as pl
 
     from neumeta_cl.config import compose, to_dict, validate
+    from neumeta_cl.errors import ConfigError
     from neumeta_cl.experiment import load_experiment
-    from neumeta_cl.hypernet.generator import task_classifier
-    from neumeta_cl.hypernet.layout import TargetLayout
     from neumeta_cl.hypernet.routing import task_log_probs
     from neumeta_cl.hypernet.slimmable import narrowed
     from neumeta_cl.nets import build_model
     from neumeta_cl.run import build_stream_from
     from neumeta_cl.strategies.fit import fit_module
-    from neumeta_cl.strategies.neumeta import training_widths
-    from neumeta_cl.strategies.optim import OptimConfig
-    from neumeta_cl.strategies.task_classifier import SlimmableTaskClassifier, measure_widths
+    from neumeta_cl.strategies import OptimConfig, build_strategy
+    from neumeta_cl.strategies.task_classifier import measure_widths
 
     spec = load_experiment(experiment)
-    cfg = compose([*spec.overrides, *spec.axis("strategy").overrides_of(label), *overrides, f"seed={seed}"])
+    axis = next((a for a in spec.axes if a.name == "strategy"), None)
+    if axis is None or label not in axis.labels or "strategy.routing=router" not in axis.overrides_of(label):
+        raise ConfigError(f"Experiment '{experiment}' has no '{label}' row to take the router's settings from; "
+                          "use neumeta_class_il or neumeta_class_il_digits.")
+    cfg = compose([*spec.overrides, *axis.overrides_of(label), *overrides, f"seed={seed}"])
     validate(cfg)
-    s, t = cfg.strategy, cfg.train
+    t = cfg.train
     stream = build_stream_from(cfg)
     pl.seed_everything(seed, verbose=False)
     net = build_model(to_dict(cfg.model), stream.input_shape, stream.n_classes, stream.heads)
-    layout = TargetLayout.from_net(net)
-    train_widths, _ = training_widths(layout, s.min_width, list(s.widths_unseen or []))
-    clf = task_classifier(layout, stream.n_classes)
-    router = SlimmableTaskClassifier(clf, layout, OptimConfig(t.optimizer, t.lr, t.momentum, t.weight_decay, t.lr_schedule),
-                                     train_widths, batch_size=t.batch_size, seed=seed, buffer_size=s.buffer_size,
-                                     mem_batch_size=s.mem_batch_size)
+    # The NeuMeta module checks every setting and builds the classifier, its memory and its widths.
+    neumeta = build_strategy(to_dict(cfg.strategy), net, OptimConfig(t.optimizer, t.lr, t.momentum, t.weight_decay,
+                                                                      t.lr_schedule), t.batch_size, seed)
+    router, layout = neumeta.router, neumeta.layout
+    clf = router.net
     classes, t0 = [], time.perf_counter()
     for exp in stream.train:
         classes.append(sorted(int(c) for c in exp.y.unique()))
         router.buffer.update(exp)  # as NeuMeta's memory plugin does, before the experience trains
         router.train().net.requires_grad_(True)
         router.before_experience(exp)
-        fit_module(router, exp, epochs=s.router_epochs, batch_size=t.batch_size,
-                   seed=seed + s.teacher_data_seed_offset * exp.index, accelerator="cpu")
+        fit_module(router, exp, epochs=neumeta.router_epochs, batch_size=t.batch_size,
+                   seed=seed + neumeta.teacher_data_seed_offset * exp.index, accelerator="cpu")
         clf.requires_grad_(False)
     state = measure_widths(layout, clf, router.buffer.data["x"], router.buffer.data["y"], classes)
     out = {}
