@@ -7,7 +7,9 @@ experiment, without the generator. After the stream it reports, at every width, 
 each experience's test inputs sent to the right task, with and without the task offsets
 (``hypernet.routing.fit_task_offsets``). It takes minutes where a NeuMeta run takes most of an
 hour, so it is the loop to try a router in; ``scripts/router_probe.py`` is its command line.
-The classifier's initial weights come from a different random draw than inside a NeuMeta run.
+The NeuMeta module is built as in a run (same seed, same order), but what the run does between
+its router's epochs (teachers, the INR, each new task's embedding) is left out, so the numbers
+are close to a run's router, not necessarily equal.
 """
 
 from __future__ import annotations
