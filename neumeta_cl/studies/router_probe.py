@@ -1,15 +1,15 @@
 """The task classifier of class-incremental NeuMeta, trained alone: which task does it infer, at each width?
 
-``probe`` trains the slimmable task classifier as a ``neumeta`` run with ``routing=router`` does
-(the memory takes each experience before it trains, ER-ACE, the sandwich rule over the generator's
-training widths, ``strategy.router_epochs``), on the stream and settings of a class-incremental
-experiment, without the generator. After the stream it reports, at every width, the fraction of
-each experience's test inputs sent to the right task, with and without the task offsets
-(``hypernet.routing.fit_task_offsets``). It takes minutes where a NeuMeta run takes most of an
-hour, so it is the loop to try a router in; ``scripts/router_probe.py`` is its command line.
-The NeuMeta module is built as in a run (same seed, same order), but what the run does between
-its router's epochs (teachers, the INR, each new task's embedding) is left out, so the numbers
-are close to a run's router, not necessarily equal.
+``probe`` builds the NeuMeta module of a class-incremental experiment's router row and, for each
+experience, runs the same code a ``neumeta`` run with ``routing=router`` runs for its router: the
+new task is added, the memory takes the experience, and ``NeuMeta._train_router`` trains the
+slimmable task classifier (ER-ACE, the sandwich rule, ``strategy.router_epochs``) and measures
+every width's BatchNorm statistics and task offsets. What a run does besides (teachers, the INR)
+is left out, so the router sees the same data in the same order but other random draws. After the
+stream it reports, at every width, the fraction of each experience's test inputs sent to the right
+task, with and without the task offsets (``hypernet.routing.fit_task_offsets``). It takes minutes
+where a NeuMeta run takes most of an hour, so it is the loop to try a router in;
+``scripts/router_probe.py`` is its command line.
 """
 
 from __future__ import annotations
@@ -33,9 +33,7 @@ def probe(experiment: str, seed: int, overrides: list[str], label: str = "neumet
     from neumeta_cl.hypernet.slimmable import narrowed
     from neumeta_cl.nets import build_model
     from neumeta_cl.run import build_stream_from
-    from neumeta_cl.strategies.fit import fit_module
     from neumeta_cl.strategies import OptimConfig, build_strategy
-    from neumeta_cl.strategies.task_classifier import measure_widths
 
     spec = load_experiment(experiment)
     axis = next((a for a in spec.axes if a.name == "strategy"), None)
@@ -51,25 +49,20 @@ def probe(experiment: str, seed: int, overrides: list[str], label: str = "neumet
     # The NeuMeta module checks every setting and builds the classifier, its memory and its widths.
     neumeta = build_strategy(to_dict(cfg.strategy), net, OptimConfig(t.optimizer, t.lr, t.momentum, t.weight_decay,
                                                                       t.lr_schedule), t.batch_size, seed)
-    router, layout = neumeta.router, neumeta.layout
-    clf = router.net
-    classes, t0 = [], time.perf_counter()
-    for exp in stream.train:
-        classes.append(sorted(int(c) for c in exp.y.unique()))
-        router.buffer.update(exp)  # as NeuMeta's memory plugin does, before the experience trains
-        router.train().net.requires_grad_(True)
-        router.before_experience(exp)
-        fit_module(router, exp, epochs=neumeta.router_epochs, batch_size=t.batch_size,
-                   seed=seed + neumeta.teacher_data_seed_offset * exp.index, accelerator="cpu")
-        clf.requires_grad_(False)
-    state = measure_widths(layout, clf, router.buffer.data["x"], router.buffer.data["y"], classes)
+    generator, layout = neumeta.generator, neumeta.layout
+    t0 = time.perf_counter()
+    for exp in stream.train:  # in a run: the memory plugin, then NeuMeta.before_experience
+        neumeta.memory.update(exp)
+        neumeta._task_of(exp)
+        neumeta._train_router(exp)
+    classes = generator.classes
     out = {}
     for fraction in FRACTIONS:
         w = layout.at_fraction(fraction)
-        plain = {k: v for k, v in state[w].items() if k != "head.linear.bias"}
+        plain = {k: v for k, v in generator.classifier_state[w].items() if k != "head.linear.bias"}
         row = {}
-        for name, measured in (("without_offsets", plain), ("with_offsets", state[w])):
-            small = narrowed(layout, clf, w, measured)
+        for name, small in (("without_offsets", narrowed(layout, generator.task_classifier, w, plain)),
+                            ("with_offsets", generator.classifier_at(w))):
             with torch.no_grad():
                 row[name] = [float((task_log_probs(small(e.x), classes).argmax(1) == j).float().mean())
                              for j, e in enumerate(stream.test[: len(classes)])]
