@@ -491,6 +491,40 @@ def test_gradients_reach_the_inr_and_only_this_tasks_embedding(gen):
         assert p.grad is not None and p.grad.abs().sum() > 0, name
 
 
+def test_bfloat16_inr_generates_float32_weights_close_to_float32_and_saves_its_precision(tmp_path):
+    """``precision=bfloat16`` autocasts the INR's products only: the raw outputs, the weights and the
+    generated networks are float32, within bfloat16's rounding of the float32 INR's (the same
+    parameters), gradients still reach every INR parameter, and a saved generator keeps its precision."""
+    from neumeta_cl.hypernet import load_generator, save_generator
+    from neumeta_cl.strategies.neumeta import flat
+
+    fp32 = alive(small_generator(cnn_layout()))
+    bf16 = NeuMetaGenerator(cnn_layout(), HEADS, hidden=32, n_blocks=1, n_freqs=3, layer_dim=8, task_dim=8, film=True,
+                            precision="bfloat16")
+    bf16.load_state_dict(fp32.state_dict())
+    requests = [Request(1, (6, 4), 0.0), Request(2, (3, 2), 0.0)]
+    exact, rounded = fp32.raw_many(requests), bf16.raw_many(requests)
+    for a, b in zip(exact, rounded):
+        a, b = flat(a), flat(b)
+        assert b.dtype == torch.float32
+        assert 1e-5 < float((a - b).abs().max()) < 0.05 * float(a.abs().max())  # rounded, not exact, and close
+    rows = [torch.arange(5), torch.tensor([0, 3])]
+    for a, b in zip(fp32.raw_rows(requests, rows), bf16.raw_rows(requests, rows)):
+        assert b.dtype == torch.float32 and torch.allclose(a, b, atol=0.05 * float(a.abs().max()))
+    x = torch.randn(4, 1, 8, 8).abs()
+    bf16.run(bf16.weights(1, (6, 4)), 1, (6, 4), x).pow(2).sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for n, p in bf16.inr.named_parameters()
+               if not n.startswith("task_emb"))
+    save_generator(bf16, tmp_path / "g.pt")
+    again = load_generator(tmp_path / "g.pt")
+    assert again.arch["precision"] == "bfloat16"
+    with torch.no_grad():
+        assert torch.equal(flat(again.weights(2, (3, 2))), flat(bf16.weights(2, (3, 2))))
+    with pytest.raises(ConfigError, match="Unknown INR precision 'fp8'; valid precisions are: float32, bfloat16"):
+        NeuMetaGenerator(cnn_layout(), HEADS, hidden=8, n_blocks=1, n_freqs=1, layer_dim=2, task_dim=2, film=False,
+                         precision="fp8")
+
+
 def test_calibrate_then_unscale_scale_round_trip(gen):
     torch.manual_seed(2)
     teacher = layer_weights(MLP((1, 8, 8), [16, 8], HEADS[0]))

@@ -268,6 +268,7 @@ def test_neumeta_widths_script_quick(tmp_path):
     (["strategy.inr_lr=0"], "strategy.inr_lr must be positive"),
     (["strategy.reg_fraction=0"], "strategy.reg_fraction must be in (0, 1], got 0"),
     (["strategy.sandwich_batch=1.5"], "strategy.sandwich_batch must be in (0, 1], got 1.5"),
+    (["strategy.inr_precision=half"], "Unknown strategy.inr_precision 'half'; valid precisions are: float32, bfloat16."),
     (["strategy.hiden=64"], "Unknown config key 'strategy.hiden'"),
 ])
 def test_neumeta_bad_input_is_one_sentence_and_exit_2(overrides, message, capsys, tmp_path):

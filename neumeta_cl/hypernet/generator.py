@@ -29,6 +29,7 @@ from neumeta_cl.hypernet.routing import ROUTINGS, TaskRouter
 from neumeta_cl.hypernet.slimmable import has_batchnorm, narrowed
 
 Weights = list[tuple[torch.Tensor, torch.Tensor]]  # (weight, bias) per generated layer
+PRECISIONS = ("float32", "bfloat16")  # of the INR's matrix products (``NeuMetaGenerator.inr_precision``)
 
 
 @dataclass(frozen=True)
@@ -41,11 +42,13 @@ class Request:
 class NeuMetaGenerator(nn.Module):
     # The INR's sizes have no defaults here: they live in configs/strategy/neumeta.yaml.
     def __init__(self, layout: TargetLayout, heads: list[int], *, hidden: int, n_blocks: int, n_freqs: int,
-                 layer_dim: int, task_dim: int, film: bool,
+                 layer_dim: int, task_dim: int, film: bool, precision: str = "float32",
                  classes: list[list[int]] | None = None, n_classes: int | None = None, routing: str = "entropy"):
         super().__init__()
+        if precision not in PRECISIONS:
+            raise ConfigError(f"Unknown INR precision '{precision}'; valid precisions are: {', '.join(PRECISIONS)}.")
         self.arch = {"hidden": hidden, "n_blocks": n_blocks, "n_freqs": n_freqs, "layer_dim": layer_dim,
-                     "task_dim": task_dim, "film": film}
+                     "task_dim": task_dim, "film": film, "precision": precision}
         self.layout, self.heads = layout, list(heads)
         # Class-incremental use: the global classes each task's outputs stand for, and how many
         # classes there are in all (``router``). None for task-incremental use.
@@ -119,16 +122,19 @@ class NeuMetaGenerator(nn.Module):
         coords = torch.cat([jitter(q.coords, q.spacing, r.noise, generator) for q, r in zip(qs, requests)])
         device = coords.device
         task = torch.cat([torch.full((len(q),), r.task, dtype=torch.long, device=device) for q, r in zip(qs, requests)])
-        h = self.inr.features(coords, torch.cat([q.is_bias for q in qs]), torch.cat([q.layer for q in qs]), task)
-        out, offset = [], 0
-        for q, r in zip(qs, requests):
-            shapes = self.layout.shapes(r.widths, self.heads[r.task])
-            layers = []
-            for l, ((start, mid, end), s) in enumerate(zip(q.bounds, shapes)):
-                raw = self.inr.outputs[l](h[offset + start: offset + end])
-                layers.append((raw[: mid - start].reshape(s.weight_shape), raw[mid - start:, 0]))
-            out.append(layers)
-            offset += len(q)
+        out = []
+        with self.inr_precision():
+            h = self.inr.features(coords, torch.cat([q.is_bias for q in qs]), torch.cat([q.layer for q in qs]), task)
+            # One split into every (network, layer) block: its backward is one concatenation, where a
+            # slice per block would add a zero-filled copy of all of h's gradient per block.
+            blocks = iter(h.split([end - start for q in qs for start, _, end in q.bounds]))
+            for q, r in zip(qs, requests):
+                shapes = self.layout.shapes(r.widths, self.heads[r.task])
+                layers = []
+                for l, ((start, mid, _), s) in enumerate(zip(q.bounds, shapes)):
+                    raw = self.inr.outputs[l](next(blocks)).float()
+                    layers.append((raw[: mid - start].reshape(s.weight_shape), raw[mid - start:, 0]))
+                out.append(layers)
         return out
 
     def raw_rows(self, requests: list[Request], rows: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -145,13 +151,22 @@ class NeuMetaGenerator(nn.Module):
         coords = torch.cat([q.coords[i] for q, i in zip(qs, rows)])
         layer = torch.cat([q.layer[i] for q, i in zip(qs, rows)])
         task = torch.cat([torch.full((len(i),), r.task, dtype=torch.long, device=device) for r, i in zip(requests, rows)])
-        h = self.inr.features(coords, torch.cat([q.is_bias[i] for q, i in zip(qs, rows)]), layer, task)
-        out = h.new_zeros(len(h), self.kernel_width)
-        for l, head in enumerate(self.inr.outputs):
-            at = (layer == l).nonzero().squeeze(1)
-            if len(at):
-                out[at, : head.out_features] = head(h[at])
+        out = coords.new_zeros(len(coords), self.kernel_width)
+        with self.inr_precision():
+            h = self.inr.features(coords, torch.cat([q.is_bias[i] for q, i in zip(qs, rows)]), layer, task)
+            for l, head in enumerate(self.inr.outputs):
+                at = (layer == l).nonzero().squeeze(1)
+                if len(at):
+                    out[at, : head.out_features] = head(h[at]).float()
         return list(out.split([len(i) for i in rows]))
+
+    def inr_precision(self):
+        """The INR's matrix products in ``bfloat16`` (autocast: float32 parameters, bfloat16 products),
+        or as they are. The raw outputs, and the generated networks they make, stay float32. bfloat16
+        is faster where the hardware has it (AVX512-BF16 or AMX CPUs, recent GPUs); elsewhere it is
+        emulated, and slower."""
+        device = self.inr.stem.weight.device
+        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.arch["precision"] == "bfloat16")
 
     @property
     def kernel_width(self) -> int:

@@ -53,7 +53,7 @@ from torch import nn
 
 from neumeta_cl.data import TensorExperience
 from neumeta_cl.errors import ConfigError
-from neumeta_cl.hypernet.generator import (NeuMetaGenerator, Request, Weights, generator_from_state, generator_state,
+from neumeta_cl.hypernet.generator import (PRECISIONS, NeuMetaGenerator, Request, Weights, generator_from_state, generator_state,
                                            task_classifier)
 from neumeta_cl.hypernet.layout import TargetLayout
 from neumeta_cl.hypernet.routing import ROUTINGS, fit_calibration, route
@@ -158,18 +158,19 @@ class NeuMeta(ContinualModule):
                  teacher_data_seed_offset: int = 1000, reg_tasks: int = 0, inr_epochs: int | None = None,
                  routing: str = "entropy", buffer_size: int = 500, mem_batch_size: int | None = None,
                  router_epochs: int = 3, inr_batch_size: int | None = None, inr_lr: float | None = None,
-                 reg_fraction: float = 1.0, sandwich_batch: float = 1.0):
+                 reg_fraction: float = 1.0, sandwich_batch: float = 1.0, inr_precision: str = "float32"):
         head = getattr(net, "head", None)
         if not isinstance(head, (MultiHead, SingleHead)):
             raise ConfigError(f"strategy=neumeta generates MLP or CNN targets with a linear head, not "
                               f"{type(net).__name__}; use model=mlp or model=cnn.")
         eval_fractions = list(eval_fractions if eval_fractions is not None else [0.25, 0.5, 0.75, 1.0])
-        arch = dict(hidden=hidden, n_blocks=n_blocks, n_freqs=n_freqs, layer_dim=layer_dim, task_dim=task_dim, film=film)
+        arch = dict(hidden=hidden, n_blocks=n_blocks, n_freqs=n_freqs, layer_dim=layer_dim, task_dim=task_dim, film=film,
+                    precision=inr_precision)
         _check(min_width=min_width, coord_noise=coord_noise, recon_weight=recon_weight, l2_weight=l2_weight,
                reg_weight=reg_weight, reg_tasks=reg_tasks, eval_samples=eval_samples, teacher_epochs=teacher_epochs,
                teachers=teachers, task_init=task_init, eval_fractions=eval_fractions, inr_epochs=inr_epochs,
                routing=routing, router_epochs=router_epochs, inr_batch_size=inr_batch_size, inr_lr=inr_lr,
-               reg_fraction=reg_fraction, sandwich_batch=sandwich_batch)
+               reg_fraction=reg_fraction, sandwich_batch=sandwich_batch, inr_precision=inr_precision)
         layout = TargetLayout.from_net(net)
         train_widths, unseen_widths = training_widths(layout, min_width, widths_unseen or [])
         # Task-incremental: one generated network per task label. Class-/domain-incremental (a single
@@ -512,7 +513,7 @@ class NeuMeta(ContinualModule):
 
 def _check(*, min_width, coord_noise, recon_weight, l2_weight, reg_weight, reg_tasks, eval_samples, teacher_epochs,
            teachers, task_init, eval_fractions, inr_epochs, routing, router_epochs, inr_batch_size, inr_lr,
-           reg_fraction, sandwich_batch) -> None:
+           reg_fraction, sandwich_batch, inr_precision) -> None:
     """Every strategy value a user can get wrong, as one-sentence errors (routing too on a
     task-incremental stream, where it plays no part: a typo there is still a typo)."""
     if not 0 < min_width <= 1:
@@ -532,6 +533,8 @@ def _check(*, min_width, coord_noise, recon_weight, l2_weight, reg_weight, reg_t
         raise ConfigError(f"strategy.reg_fraction must be in (0, 1], got {reg_fraction}.")
     if not 0 < sandwich_batch <= 1:
         raise ConfigError(f"strategy.sandwich_batch must be in (0, 1], got {sandwich_batch}.")
+    if inr_precision not in PRECISIONS:
+        raise ConfigError(f"Unknown strategy.inr_precision '{inr_precision}'; valid precisions are: {', '.join(PRECISIONS)}.")
     if routing not in ROUTINGS:
         raise ConfigError(f"Unknown strategy.routing '{routing}'; valid routings are: {', '.join(ROUTINGS)}.")
     if router_epochs < 1:
