@@ -120,7 +120,7 @@ def _train(strategy, exp, epochs=3, lr=3e-3):
     end_experience(strategy, exp)
 
 
-def _task0_change(tmp_path, reg_weight: float) -> tuple[float, float, float]:
+def _task0_change(tmp_path, reg_weight: float, precision: str = "float32") -> tuple[float, float, float]:
     """Mean squared change of task 0's unit-scale generated weights, over every training width,
     while task 1 trains; and task 0's accuracy before and after."""
     from neumeta_cl.nets.evaluation import tensor_accuracy
@@ -129,7 +129,8 @@ def _task0_change(tmp_path, reg_weight: float) -> tuple[float, float, float]:
     stream = build_stream_from(cfg)
     torch.manual_seed(0)
     net = build_model(to_dict(cfg.model), stream.input_shape, stream.n_classes, stream.heads)
-    s = build_strategy({**to_dict(cfg.strategy), "reg_weight": reg_weight}, net, OptimConfig("adam", 3e-3), 32, 0)
+    s = build_strategy({**to_dict(cfg.strategy), "reg_weight": reg_weight, "inr_precision": precision}, net,
+                       OptimConfig("adam", 3e-3), 32, 0)
     g, test0 = s.generator, stream.test[0]
     _train(s, stream.train[0])
     with torch.no_grad():
@@ -142,9 +143,10 @@ def _task0_change(tmp_path, reg_weight: float) -> tuple[float, float, float]:
     return float(np.mean([(a - b).pow(2).mean().item() for a, b in zip(after, before)])), acc_before, acc_after
 
 
-def test_old_task_weights_stay_put_under_the_regulariser(tmp_path):
-    free, _, _ = _task0_change(tmp_path, 0.0)
-    held, acc_before, acc_after = _task0_change(tmp_path, 100.0)
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_old_task_weights_stay_put_under_the_regulariser(tmp_path, precision):
+    free, _, _ = _task0_change(tmp_path, 0.0, precision)
+    held, acc_before, acc_after = _task0_change(tmp_path, 100.0, precision)
     assert held < 0.05 * free, (held, free)  # the regulariser, not chance, keeps task 0 in place
     assert held ** 0.5 < 0.1  # RMS change under 10% of the unit output scale, at every training width
     assert acc_after >= acc_before - 0.02
