@@ -207,9 +207,13 @@ def run_seeds(overrides: list[str] | None = None, out_root="runs", seeds: list[i
             out = res.out_dir
             earlier = _saved_by_run(out)
         run = res.runs["neumeta"][0]
-        strategy = load_results(run.results_path)["config"]["strategy"]
+        config = load_results(run.results_path)["config"]
+        strategy = config["strategy"]
         fractions = sorted({*map(float, strategy["eval_fractions"]), *map(float, strategy["widths_unseen"])})
-        cfg = load([*spec.overrides, *spec.axis("strategy").overrides_of("neumeta"), f"seed={seed}", *extra])
+        # The individual networks train with the threads the launcher gave the NeuMeta run, so
+        # that the time ratio compares like with like.
+        threads = [f"train.threads={config['train']['threads']}"] if config["train"]["threads"] else []
+        cfg = load([*spec.overrides, *spec.axis("strategy").overrides_of("neumeta"), f"seed={seed}", *extra, *threads])
         seconds = time.perf_counter() - t0
         key = str(run.results_path)
         if key in earlier:  # a rerun: this very run's networks were trained, and the seed timed, before
