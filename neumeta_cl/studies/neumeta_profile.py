@@ -53,7 +53,7 @@ def measure(overrides=(), threads: int = 1, repeat: int = 10, quick: bool = Fals
 
     torch.set_num_threads(threads)
     spec = load_experiment("neumeta_widths")
-    cfg = load([*spec.overrides, "strategy=neumeta", *(QUICK if quick else []), *overrides])
+    cfg = load([*spec.overrides, *spec.axis("strategy").overrides_of("neumeta"), *(QUICK if quick else []), *overrides])
     stream = build_stream_from(cfg)
     net = build_model(to_dict(cfg.model), stream.input_shape, stream.n_classes, stream.heads)
     t = cfg.train
