@@ -244,6 +244,9 @@ def test_neumeta_widths_script_quick(tmp_path):
     assert last["acc_full_upper"] > 0.85 and last["acc_full"] > 0.6  # a smoke run: learnt, above chance
     assert 0 < last["gen_ms_full"] < 1000
     assert neumeta_widths.render(figs).row_count == len(last["acc_by_width"])
+    # the individual networks trained with the threads the launcher gave the NeuMeta run
+    run_threads = json.loads(Path(saved["runs"][0]).read_text())["config"]["train"]["threads"]
+    assert saved["individuals"][0]["threads"] == run_threads >= 1
     # --from re-reads the saved run and gives the same figures
     again = neumeta_widths.summarise(neumeta_widths.read_saved([out_dir]))
     assert again["acc_by_width"] == last["acc_by_width"] and again["stored_params"] == last["stored_params"]

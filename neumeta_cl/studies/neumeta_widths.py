@@ -40,12 +40,14 @@ def train_individuals(cfg, fractions: list[float]) -> dict:
     from neumeta_cl.strategies import OptimConfig
 
     t = cfg.train
+    threads = torch.get_num_threads()
     if t.threads:
         torch.set_num_threads(int(t.threads))
     stream = build_stream_from(cfg)
     layout = TargetLayout.from_net(build_model(to_dict(cfg.model), stream.input_shape, stream.n_classes, stream.heads))
     optim = OptimConfig(t.optimizer, t.lr, t.momentum, t.weight_decay)
-    out = {"fractions": fractions, "accuracy": [], "params": [], "widths": [], "seconds": 0.0}
+    out = {"fractions": fractions, "accuracy": [], "params": [], "widths": [], "seconds": 0.0,
+           "threads": torch.get_num_threads()}
     t0 = time.perf_counter()
     for f in fractions:
         widths = layout.at_fraction(f)
@@ -61,6 +63,7 @@ def train_individuals(cfg, fractions: list[float]) -> dict:
         out["params"].append(params)
         out["widths"].append(list(widths))
     out["seconds"] = time.perf_counter() - t0
+    torch.set_num_threads(threads)  # the caller's setting again
     return out
 
 
