@@ -53,8 +53,8 @@ from torch import nn
 
 from neumeta_cl.data import TensorExperience
 from neumeta_cl.errors import ConfigError
-from neumeta_cl.hypernet.generator import (PRECISIONS, NeuMetaGenerator, Request, Weights, generator_from_state, generator_state,
-                                           task_classifier)
+from neumeta_cl.hypernet.generator import (PRECISIONS, NeuMetaGenerator, Request, Weights, generator_from_state,
+                                           generator_state, task_classifier)
 from neumeta_cl.hypernet.layout import TargetLayout
 from neumeta_cl.hypernet.routing import ROUTINGS, fit_calibration, route
 from neumeta_cl.hypernet.smoothing import layer_weights, smooth, total_variation
@@ -534,7 +534,8 @@ def _check(*, min_width, coord_noise, recon_weight, l2_weight, reg_weight, reg_t
     if not 0 < sandwich_batch <= 1:
         raise ConfigError(f"strategy.sandwich_batch must be in (0, 1], got {sandwich_batch}.")
     if inr_precision not in PRECISIONS:
-        raise ConfigError(f"Unknown strategy.inr_precision '{inr_precision}'; valid precisions are: {', '.join(PRECISIONS)}.")
+        raise ConfigError(f"Unknown strategy.inr_precision '{inr_precision}'; valid precisions are: "
+                          f"{', '.join(PRECISIONS)}.")
     if routing not in ROUTINGS:
         raise ConfigError(f"Unknown strategy.routing '{routing}'; valid routings are: {', '.join(ROUTINGS)}.")
     if router_epochs < 1:
