@@ -43,9 +43,8 @@ from neumeta_cl.morph.report import MorphError, finish
 from neumeta_cl.nets.structure import load_net, net_state
 from neumeta_cl.protocol import Plugin, StrategyReport
 from neumeta_cl.runner.evaluation import accuracy_row
-from neumeta_cl.strategies.base import ContinualModule
 from neumeta_cl.strategies.optim import OptimConfig
-from neumeta_cl.strategies.replay import ReplayBuffer
+from neumeta_cl.strategies.replay import Replay, ReplayBuffer
 
 PATHS = ("mcsgd", "line", "bezier", "ode")
 TRAIN_FROM = ("connected", "sequential")
@@ -169,16 +168,24 @@ class ModeConnectivity(Plugin):
         self.moves.append({"experience": run.index, **record})
 
 
-class Flow(ContinualModule):
+class Flow(Replay):
     def __init__(self, net, optim: OptimConfig, *, batch_size: int = 128, seed: int = 0, buffer_size: int = 200,
                  policy: str = "class_balanced", path: str = "mcsgd", init_position: float = 0.1, line_samples: int = 10,
                  line_lr: float = 0.05, line_momentum: float = 0.8, line_epochs: int = 1, line_batch_size: int = 64,
-                 curve_steps: int = 200, curve_lr: float = 0.05, grid: int = 25, train_from: str = "connected"):
-        self.memory = ReplayBuffer(buffer_size, policy, seed)
+                 curve_steps: int = 200, curve_lr: float = 0.05, grid: int = 25, train_from: str = "connected",
+                 train_replay: bool = False, mem_batch_size: int | None = None):
+        super().__init__(net, optim, batch_size=batch_size, seed=seed, buffer_size=buffer_size, policy=policy,
+                         mem_batch_size=mem_batch_size)
+        self.memory = self.buffer
+        self.train_replay = bool(train_replay)
         self.connect = ModeConnectivity(self.memory, path, init_position, line_samples, line_lr, line_momentum,
                                         line_epochs, line_batch_size, curve_steps, curve_lr, grid, seed, train_from)
-        # The memory is updated with the experience before the move, so the move sees every experience.
-        super().__init__(net, optim, batch_size=batch_size, seed=seed, parts=[self.memory, self.connect])
+        # After the memory: it takes the experience before the move, so the move sees every experience.
+        self.parts.append(self.connect)
+
+    def training_batch(self, batch):
+        """Plain fine-tuning, as MC-SGD; ``train_replay``: the memory's samples join each batch, as replay."""
+        return super().training_batch(batch) if self.train_replay else batch
 
     def plugins(self, settings):
         self.connect.eval_batch_size = settings.eval_batch_size
