@@ -134,6 +134,21 @@ def test_flow_train_from_sequential_trains_from_the_last_minimum(stream):
     assert all(torch.equal(s2.connect.trained[k], v) for k, v in trained[2].state_dict().items())
 
 
+def test_flow_train_replay_adds_the_memory_to_each_batch(stream):
+    """train_replay: each training batch carries mem_batch_size memory samples of earlier experiences
+    (as replay); without it a batch is the experience's alone (MC-SGD)."""
+    batch = tuple(a[:8] for a in (stream.train[1].x, stream.train[1].y, stream.train[1].t))
+    for train_replay, size in ((False, 8), (True, 8 + 5)):
+        torch.manual_seed(0)
+        s = build_strategy({"name": "flow", "buffer_size": 100, "train_replay": train_replay, "mem_batch_size": 5},
+                           MLP((1, 8, 8), [32], 10), OptimConfig(), 32, 0)
+        run_events(s, stream, steps=5, n=1)
+        x, y, t = s.training_batch(batch)
+        assert len(x) == len(y) == len(t) == size
+        if train_replay:  # the extra rows are memory samples: images of experience 0
+            assert all(any(torch.equal(row, m) for m in s.memory.x) for row in x[8:])
+
+
 @pytest.mark.parametrize("path", ["line", "bezier"])
 def test_flow_lowest_point_paths(stream, path):
     torch.manual_seed(0)
@@ -150,6 +165,7 @@ def test_flow_lowest_point_paths(stream, path):
     ({"name": "flow", "init_position": 1.5}, "init_position must lie in"),
     ({"name": "flow", "line_samples": 0}, "line_samples must be a positive integer"),
     ({"name": "flow", "train_from": "start"}, "valid choices are: connected, sequential"),
+    ({"name": "flow", "train_replay": "maybe"}, "strategy.train_replay must be true or false, got 'maybe'"),
     ({"name": "clewi", "alpha": 2.0}, "alpha must lie in"),
     ({"name": "clewi", "align": "sinkhorn"}, "valid methods are: weights, activations"),
 ])

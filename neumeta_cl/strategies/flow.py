@@ -176,8 +176,10 @@ class Flow(Replay):
                  train_replay: bool = False, mem_batch_size: int | None = None):
         super().__init__(net, optim, batch_size=batch_size, seed=seed, buffer_size=buffer_size, policy=policy,
                          mem_batch_size=mem_batch_size)
+        if not isinstance(train_replay, bool):
+            raise ConfigError(f"strategy.train_replay must be true or false, got {train_replay!r}.")
         self.memory = self.buffer
-        self.train_replay = bool(train_replay)
+        self.train_replay = train_replay
         self.connect = ModeConnectivity(self.memory, path, init_position, line_samples, line_lr, line_momentum,
                                         line_epochs, line_batch_size, curve_steps, curve_lr, grid, seed, train_from)
         # After the memory: it takes the experience before the move, so the move sees every experience.
