@@ -23,7 +23,8 @@ from is ``train_from``:
   research code trains task t from the sequential model of task t-1, and SequeL's port reverts
   the backbone to it after each move).
 
-Training itself is plain fine-tuning (no replay in the loss), as in MC-SGD. Each move is recorded
+Training itself is plain fine-tuning (no replay in the loss), as in MC-SGD; ``train_replay`` adds
+the memory's samples to each batch, as replay. Each move is recorded
 as a morph (``MorphReport`` plus accuracy on the seen experiences before and after) in
 results.json and W&B.
 """
