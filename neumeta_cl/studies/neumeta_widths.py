@@ -190,7 +190,7 @@ def run_seeds(overrides: list[str] | None = None, out_root="runs", seeds: list[i
     for the seeds they cover. ``quick``: a smoke run on scikit-learn digits, seed 0 unless given.
     Returns what ``read_saved`` reads back, and the output folder (``individual.json`` in it is
     kept current: a stopped run loses no seed, and a rerun reuses what a finished seed saved)."""
-    from neumeta_cl.config import load
+    from omegaconf import OmegaConf
     from neumeta_cl.experiment import load_experiment, run_experiment
     from neumeta_cl.tracking.results import load_results, write_json_atomic
 
@@ -213,10 +213,9 @@ def run_seeds(overrides: list[str] | None = None, out_root="runs", seeds: list[i
         config = load_results(run.results_path)["config"]
         strategy = config["strategy"]
         fractions = sorted({*map(float, strategy["eval_fractions"]), *map(float, strategy["widths_unseen"])})
-        # The individual networks train with the threads the launcher gave the NeuMeta run, so
-        # that the time ratio compares like with like.
-        threads = [f"train.threads={config['train']['threads']}"] if config["train"]["threads"] else []
-        cfg = load([*spec.overrides, *spec.axis("strategy").overrides_of("neumeta"), f"seed={seed}", *extra, *threads])
+        # The individual networks train on the NeuMeta run's own resolved config, threads included
+        # (those the launcher gave it), so that the time ratio compares like with like.
+        cfg = OmegaConf.create(config)
         seconds = time.perf_counter() - t0
         key = str(run.results_path)
         if key in earlier:  # a rerun: this very run's networks were trained, and the seed timed, before
