@@ -235,6 +235,7 @@ def test_class_il_figures_from_results():
 @pytest.mark.parametrize("override,message", [
     ("strategy.routing=oracle", "Unknown strategy.routing 'oracle'; valid routings are: router, calibrated, entropy."),
     ("strategy.router_epochs=0", "strategy.router_epochs must be at least 1, got 0."),
+    ("strategy.router_distill=-1", "strategy.router_distill must be non-negative, got -1."),
     ("strategy.buffer_size=0", "strategy.buffer_size must be"),
 ])
 @pytest.mark.parametrize("scenario", ["class", "task"])
@@ -270,3 +271,21 @@ def test_router_probe_trains_the_classifier_alone_and_reports_every_width():
     assert all(len(row["per_experience"]) == 2 for row in acc.values())
     assert acc["1"]["with_offsets"] > 0.65, acc  # two tasks: chance is 0.5
     assert all(0.0 <= row["without_offsets"] <= 1.0 for row in acc.values())
+
+
+def test_router_distillation_is_the_kl_from_the_full_widths_softmax():
+    """``router_distill``: the narrower widths' extra term is KL(full || narrow), zero when they
+    agree, and it takes no gradient into the full width's logits."""
+    import torch
+
+    from neumeta_cl.strategies.task_classifier import distillation
+
+    torch.manual_seed(0)
+    full, narrow = torch.randn(6, 10, requires_grad=True), torch.randn(6, 10, requires_grad=True)
+    teacher = full.detach().log_softmax(1)
+    p, q = teacher.exp(), narrow.log_softmax(1)
+    expected = (p * (teacher - q)).sum(1).mean()
+    assert float(distillation(narrow, teacher)) == pytest.approx(float(expected), rel=1e-6)
+    assert float(distillation(full.detach(), teacher)) == pytest.approx(0.0, abs=1e-6)
+    distillation(narrow, teacher).backward()
+    assert full.grad is None and narrow.grad.abs().sum() > 0

@@ -157,7 +157,7 @@ class NeuMeta(ContinualModule):
                  lr_schedule: str = "cosine", tsp_seconds: float = 0.2, teacher_seed_offset: int = 7919,
                  teacher_data_seed_offset: int = 1000, reg_tasks: int = 0, inr_epochs: int | None = None,
                  routing: str = "entropy", buffer_size: int = 500, mem_batch_size: int | None = None,
-                 router_epochs: int = 3, inr_batch_size: int | None = None, inr_lr: float | None = None,
+                 router_epochs: int = 3, router_distill: float = 0.0, inr_batch_size: int | None = None, inr_lr: float | None = None,
                  reg_fraction: float = 1.0, sandwich_batch: float = 1.0, inr_precision: str = "float32"):
         head = getattr(net, "head", None)
         if not isinstance(head, (MultiHead, SingleHead)):
@@ -169,7 +169,7 @@ class NeuMeta(ContinualModule):
         _check(min_width=min_width, coord_noise=coord_noise, recon_weight=recon_weight, l2_weight=l2_weight,
                reg_weight=reg_weight, reg_tasks=reg_tasks, eval_samples=eval_samples, teacher_epochs=teacher_epochs,
                teachers=teachers, task_init=task_init, eval_fractions=eval_fractions, inr_epochs=inr_epochs,
-               routing=routing, router_epochs=router_epochs, inr_batch_size=inr_batch_size, inr_lr=inr_lr,
+               routing=routing, router_epochs=router_epochs, router_distill=router_distill, inr_batch_size=inr_batch_size, inr_lr=inr_lr,
                reg_fraction=reg_fraction, sandwich_batch=sandwich_batch, inr_precision=inr_precision)
         layout = TargetLayout.from_net(net)
         train_widths, unseen_widths = training_widths(layout, min_width, widths_unseen or [])
@@ -184,7 +184,7 @@ class NeuMeta(ContinualModule):
                 generator.task_classifier = task_classifier(layout, generator.n_classes)
                 router = SlimmableTaskClassifier(generator.task_classifier, layout, optim, train_widths,
                                                  batch_size=batch_size, seed=seed, buffer_size=buffer_size,
-                                                 mem_batch_size=mem_batch_size)
+                                                 mem_batch_size=mem_batch_size, distill=router_distill)
                 memory = router.buffer
             elif routing == "calibrated":  # fitted after training, on a memory holding this experience
                 memory = ReplayBuffer(buffer_size, "class_balanced", seed)
@@ -512,7 +512,7 @@ class NeuMeta(ContinualModule):
 
 
 def _check(*, min_width, coord_noise, recon_weight, l2_weight, reg_weight, reg_tasks, eval_samples, teacher_epochs,
-           teachers, task_init, eval_fractions, inr_epochs, routing, router_epochs, inr_batch_size, inr_lr,
+           teachers, task_init, eval_fractions, inr_epochs, routing, router_epochs, router_distill, inr_batch_size, inr_lr,
            reg_fraction, sandwich_batch, inr_precision) -> None:
     """Every strategy value a user can get wrong, as one-sentence errors (routing too on a
     task-incremental stream, where it plays no part: a typo there is still a typo)."""
@@ -540,6 +540,8 @@ def _check(*, min_width, coord_noise, recon_weight, l2_weight, reg_weight, reg_t
         raise ConfigError(f"Unknown strategy.routing '{routing}'; valid routings are: {', '.join(ROUTINGS)}.")
     if router_epochs < 1:
         raise ConfigError(f"strategy.router_epochs must be at least 1, got {router_epochs}.")
+    if not router_distill >= 0:
+        raise ConfigError(f"strategy.router_distill must be non-negative, got {router_distill}.")
     if eval_samples < 1:
         raise ConfigError(f"strategy.eval_samples must be at least 1, got {eval_samples}.")
     if teachers not in ("every", "first"):

@@ -3,7 +3,9 @@
 One ordinary network of the target family (BatchNorm-free) over all classes, trained on the
 current experience and a small memory with ER-ACE's loss (Caccia et al. 2022), and slimmable
 (``hypernet.slimmable``): every step trains the full, the narrowest and a random training width
-together (the sandwich rule), so it answers at every width the generator serves. After each
+together (the sandwich rule), so it answers at every width the generator serves; with ``distill``
+> 0 the narrower two also learn the full width's predictions (inplace distillation, Yu & Huang
+2019, US-Nets). After each
 experience ``measure_widths`` gives every width its BatchNorm statistics and task offsets.
 """
 
@@ -12,6 +14,7 @@ from __future__ import annotations
 import random
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
@@ -28,11 +31,12 @@ class SlimmableTaskClassifier(ERACE):
     (the generator's training widths)."""
 
     def __init__(self, net: nn.Module, layout: TargetLayout, optim: OptimConfig, train_widths: list[tuple[int, ...]],
-                 *, batch_size: int, seed: int, buffer_size: int, mem_batch_size: int | None):
+                 *, batch_size: int, seed: int, buffer_size: int, mem_batch_size: int | None, distill: float = 0.0):
         super().__init__(net, optim, batch_size=batch_size, seed=seed, buffer_size=buffer_size,
                          mem_batch_size=mem_batch_size)
         self.layout, self.n_classes = layout, net.head.linear.out_features
         self.train_widths = list(train_widths)
+        self.distill = distill
         self.rng = random.Random(seed)
         self._shells: dict[tuple, nn.Module] = {}
 
@@ -48,17 +52,31 @@ class SlimmableTaskClassifier(ERACE):
         return functional_call(self._shells[widths], state, (x,))
 
     def compute_loss(self, batch) -> torch.Tensor:
-        """ER-ACE's loss at the full, the narrowest and a random training width (sandwich rule)."""
+        """ER-ACE's loss at the full, the narrowest and a random training width (sandwich rule), plus
+        ``distill`` times the KL divergence of each narrower width from the full width's softmax
+        (which takes no gradient from it)."""
         n_current = len(batch[0])
         x, y, _ = self.training_batch(batch)
-        widths = [self.layout.widths, self.train_widths[0], self.rng.choice(self.train_widths)]
-        return sum(self.criterion(self.logits_at(w, x), y, n_current) for w in widths)
+        full = self.logits_at(self.layout.widths, x)
+        loss = self.criterion(full, y, n_current)
+        teacher = full.detach().log_softmax(1)
+        for w in (self.train_widths[0], self.rng.choice(self.train_widths)):
+            logits = self.logits_at(w, x)
+            loss = loss + self.criterion(logits, y, n_current)
+            if self.distill:
+                loss = loss + self.distill * distillation(logits, teacher)
+        return loss
 
     def extra_state(self) -> dict:
         return {"rng": python_rng_state(self.rng)}
 
     def load_extra_state(self, state: dict) -> None:
         set_python_rng_state(state["rng"], self.rng)
+
+
+def distillation(logits: torch.Tensor, teacher_log_probs: torch.Tensor) -> torch.Tensor:
+    """KL(teacher || student) over all classes, averaged over the batch."""
+    return F.kl_div(logits.log_softmax(1), teacher_log_probs, log_target=True, reduction="batchmean")
 
 
 @torch.no_grad()
