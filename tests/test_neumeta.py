@@ -285,3 +285,20 @@ def test_neumeta_bad_input_is_one_sentence_and_exit_2(overrides, message, capsys
     assert code == 2 and message in err
     assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
     assert not any(tmp_path.rglob("results.json"))  # refused before anything ran
+
+
+def test_individual_networks_give_back_the_callers_threads_even_when_they_fail():
+    """``train_individuals`` trains with the run's ``train.threads`` and restores the caller's count
+    afterwards, also when training fails (here: an optimizer that does not exist)."""
+    import torch
+
+    from neumeta_cl.config import compose
+    from neumeta_cl.errors import ConfigError
+    from neumeta_cl.studies.neumeta_widths import train_individuals
+
+    before = torch.get_num_threads()
+    cfg = compose(["benchmark=split_digits", "benchmark.scenario=task", "model=mlp", "train.optimizer=bogus",
+                   f"train.threads={before + 1}"])
+    with pytest.raises(ConfigError, match="Unknown optimizer 'bogus'"):
+        train_individuals(cfg, [1.0])
+    assert torch.get_num_threads() == before

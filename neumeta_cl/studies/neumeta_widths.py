@@ -43,27 +43,30 @@ def train_individuals(cfg, fractions: list[float]) -> dict:
     threads = torch.get_num_threads()
     if t.threads:
         torch.set_num_threads(int(t.threads))
-    stream = build_stream_from(cfg)
-    layout = TargetLayout.from_net(build_model(to_dict(cfg.model), stream.input_shape, stream.n_classes, stream.heads))
-    optim = OptimConfig(t.optimizer, t.lr, t.momentum, t.weight_decay)
-    out = {"fractions": fractions, "accuracy": [], "params": [], "widths": [], "seconds": 0.0,
-           "threads": torch.get_num_threads()}
-    t0 = time.perf_counter()
-    for f in fractions:
-        widths = layout.at_fraction(f)
-        accs, params = [], []
-        for j, (train, test) in enumerate(zip(stream.train, stream.test)):
-            torch.manual_seed(cfg.seed * 1000 + j)
-            net = layout.build(widths, stream.heads[j], batchnorm=layout.batchnorm)
-            fit_experience(net, train, epochs=t.epochs, optim=optim, batch_size=t.batch_size, seed=cfg.seed + 1000 * j,
-                           accelerator=t.accelerator)
-            accs.append(tensor_accuracy(net, test.x, test.y, batch_size=t.eval_batch_size))
-            params.append(layout.param_count(widths, stream.heads[j]))  # deployed: BatchNorm folded away
-        out["accuracy"].append(accs)
-        out["params"].append(params)
-        out["widths"].append(list(widths))
-    out["seconds"] = time.perf_counter() - t0
-    torch.set_num_threads(threads)  # the caller's setting again
+    try:
+        stream = build_stream_from(cfg)
+        layout = TargetLayout.from_net(build_model(to_dict(cfg.model), stream.input_shape, stream.n_classes,
+                                                   stream.heads))
+        optim = OptimConfig(t.optimizer, t.lr, t.momentum, t.weight_decay)
+        out = {"fractions": fractions, "accuracy": [], "params": [], "widths": [], "seconds": 0.0,
+               "threads": torch.get_num_threads()}
+        t0 = time.perf_counter()
+        for f in fractions:
+            widths = layout.at_fraction(f)
+            accs, params = [], []
+            for j, (train, test) in enumerate(zip(stream.train, stream.test)):
+                torch.manual_seed(cfg.seed * 1000 + j)
+                net = layout.build(widths, stream.heads[j], batchnorm=layout.batchnorm)
+                fit_experience(net, train, epochs=t.epochs, optim=optim, batch_size=t.batch_size, seed=cfg.seed + 1000 * j,
+                               accelerator=t.accelerator)
+                accs.append(tensor_accuracy(net, test.x, test.y, batch_size=t.eval_batch_size))
+                params.append(layout.param_count(widths, stream.heads[j]))  # deployed: BatchNorm folded away
+            out["accuracy"].append(accs)
+            out["params"].append(params)
+            out["widths"].append(list(widths))
+        out["seconds"] = time.perf_counter() - t0
+    finally:
+        torch.set_num_threads(threads)  # the caller's setting again, even after an error
     return out
 
 
