@@ -157,8 +157,9 @@ class NeuMeta(ContinualModule):
                  lr_schedule: str = "cosine", tsp_seconds: float = 0.2, teacher_seed_offset: int = 7919,
                  teacher_data_seed_offset: int = 1000, reg_tasks: int = 0, inr_epochs: int | None = None,
                  routing: str = "entropy", buffer_size: int = 500, mem_batch_size: int | None = None,
-                 router_epochs: int = 3, router_distill: float = 0.0, inr_batch_size: int | None = None, inr_lr: float | None = None,
-                 reg_fraction: float = 1.0, sandwich_batch: float = 1.0, inr_precision: str = "float32"):
+                 router_epochs: int = 3, router_distill: float = 0.0, inr_batch_size: int | None = None,
+                 inr_lr: float | None = None, reg_fraction: float = 1.0, sandwich_batch: float = 1.0,
+                 inr_precision: str = "float32"):
         head = getattr(net, "head", None)
         if not isinstance(head, (MultiHead, SingleHead)):
             raise ConfigError(f"strategy=neumeta generates MLP or CNN targets with a linear head, not "
@@ -169,8 +170,9 @@ class NeuMeta(ContinualModule):
         _check(min_width=min_width, coord_noise=coord_noise, recon_weight=recon_weight, l2_weight=l2_weight,
                reg_weight=reg_weight, reg_tasks=reg_tasks, eval_samples=eval_samples, teacher_epochs=teacher_epochs,
                teachers=teachers, task_init=task_init, eval_fractions=eval_fractions, inr_epochs=inr_epochs,
-               routing=routing, router_epochs=router_epochs, router_distill=router_distill, inr_batch_size=inr_batch_size, inr_lr=inr_lr,
-               reg_fraction=reg_fraction, sandwich_batch=sandwich_batch, inr_precision=inr_precision)
+               routing=routing, router_epochs=router_epochs, router_distill=router_distill,
+               inr_batch_size=inr_batch_size, inr_lr=inr_lr, reg_fraction=reg_fraction, sandwich_batch=sandwich_batch,
+               inr_precision=inr_precision)
         layout = TargetLayout.from_net(net)
         train_widths, unseen_widths = training_widths(layout, min_width, widths_unseen or [])
         # Task-incremental: one generated network per task label. Class-/domain-incremental (a single
@@ -512,8 +514,8 @@ class NeuMeta(ContinualModule):
 
 
 def _check(*, min_width, coord_noise, recon_weight, l2_weight, reg_weight, reg_tasks, eval_samples, teacher_epochs,
-           teachers, task_init, eval_fractions, inr_epochs, routing, router_epochs, router_distill, inr_batch_size, inr_lr,
-           reg_fraction, sandwich_batch, inr_precision) -> None:
+           teachers, task_init, eval_fractions, inr_epochs, routing, router_epochs, router_distill, inr_batch_size,
+           inr_lr, reg_fraction, sandwich_batch, inr_precision) -> None:
     """Every strategy value a user can get wrong, as one-sentence errors (routing too on a
     task-incremental stream, where it plays no part: a typo there is still a typo)."""
     if not 0 < min_width <= 1:

@@ -59,7 +59,7 @@ class SlimmableTaskClassifier(ERACE):
         x, y, _ = self.training_batch(batch)
         full = self.logits_at(self.layout.widths, x)
         loss = self.criterion(full, y, n_current)
-        teacher = full.detach().log_softmax(1)
+        teacher = full.detach().log_softmax(1) if self.distill else None
         for w in (self.train_widths[0], self.rng.choice(self.train_widths)):
             logits = self.logits_at(w, x)
             loss = loss + self.criterion(logits, y, n_current)
