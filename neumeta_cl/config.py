@@ -106,6 +106,10 @@ def validate(cfg: DictConfig) -> None:
     for key in ("epochs", "batch_size", "lr", "eval_batch_size"):
         _positive(cfg.train[key], f"train.{key}")
     _positive(cfg.train.weight_decay, "train.weight_decay", allow_zero=True)
+    decay = cfg.train.lr_decay
+    if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0 < decay <= 1:
+        raise ConfigError(f"train.lr_decay must lie in (0, 1], got {decay!r}; each experience trains at "
+                          f"train.lr * train.lr_decay ** index, so 1 keeps the rate and 0.8 is Stable SGD's decay.")
     if cfg.train.get("threads") is not None:
         _positive(cfg.train.threads, "train.threads")
     _positive(cfg.metrics.lca_beta, "metrics.lca_beta", allow_zero=True)

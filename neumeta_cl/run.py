@@ -130,7 +130,7 @@ def _run(cfg: DictConfig, folder: RunFolder, extra: list[Plugin], overrides: lis
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     net = build_model(to_dict(cfg.model), stream.input_shape, stream.n_classes, stream.heads)
     t = cfg.train
-    optim = OptimConfig(t.optimizer, t.lr, t.momentum, t.weight_decay, t.lr_schedule)
+    optim = OptimConfig(t.optimizer, t.lr, t.momentum, t.weight_decay, t.lr_schedule, t.lr_decay)
     module = build_strategy(to_dict(cfg.strategy), net, optim, t.batch_size, cfg.seed)
     resume = load_checkpoint(folder.checkpoint) if folder.state == "resume" else None
 

@@ -29,6 +29,8 @@ def test_help_lists_groups_and_choices(capsys):
     (["train.lr=0"], "train.lr must be positive, got 0"),
     (["train.lr=-0.1"], "train.lr must be positive"),
     (["train.batch_size=0"], "train.batch_size must be positive"),
+    (["train.lr_decay=0"], "train.lr_decay must lie in (0, 1], got 0;"),
+    (["train.lr_decay=1.5"], "train.lr_decay must lie in (0, 1], got 1.5;"),
     (["benchmark.n_experiences=0"], "benchmark.n_experiences must be positive"),
     (["model.widths=[64,-1]"], "model.widths[1] must be positive"),
     (["strategy=replay", "strategy.buffer_size=-5"], "strategy.buffer_size must be positive"),

@@ -56,7 +56,8 @@ def test_train_and_run_defaults_are_the_root_configs():
     train, metrics, morph = root["train"], root["metrics"], root["morph"]
     optim = {f.name: f.default for f in dataclasses.fields(OptimConfig)}
     assert optim == {"name": train["optimizer"], "lr": train["lr"], "momentum": train["momentum"],
-                     "weight_decay": train["weight_decay"], "schedule": train["lr_schedule"]}
+                     "weight_decay": train["weight_decay"], "schedule": train["lr_schedule"],
+                     "lr_decay": train["lr_decay"]}
     settings = RunSettings()
     assert (settings.eval_batch_size, settings.probe_size, settings.morph_every_n_steps) == (
         train["eval_batch_size"], morph["probe_size"], morph["every_n_steps"])

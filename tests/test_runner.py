@@ -109,6 +109,23 @@ def test_nan_loss_stops_the_run_and_keeps_finished_experiences(fast_overrides):
     assert data["metrics"]["experiences_done"] == 2
 
 
+class RatesSeen(Plugin):
+    """The learning rate each experience's optimizer trained with."""
+
+    def __init__(self):
+        self.rates = []
+
+    def after_training(self, runner):
+        self.rates.append(runner.strategy.trainer.optimizers[0].param_groups[0]["lr"])
+
+
+def test_lr_decay_lowers_each_experiences_rate(fast_overrides):
+    """Stable SGD's decay: experience i trains at train.lr * train.lr_decay ** i."""
+    seen = RatesSeen()
+    run_continual(load(fast_overrides + ["benchmark.n_experiences=2", "train.lr_decay=0.5"]), plugins=[seen])
+    assert seen.rates == pytest.approx([0.05, 0.025], rel=1e-12)
+
+
 def test_stability_probe_sees_the_dip_that_R_hides(fast_overrides):
     """Naive fine-tuning on class-incremental digits: earlier experiences fall to ~0 mid-training."""
     out = run_continual(load(fast_overrides + ["metrics.stability_every_n_steps=3"])).outcome

@@ -134,7 +134,7 @@ class ContinualModule(pl.LightningModule):
         if not math.isfinite(loss.item()):
             raise TrainingDiverged(
                 f"The training loss became {loss.item()} at experience {self.experience_index}, "
-                f"step {self.global_step}; lower train.lr (now {self.optim.lr}) or check the inputs."
+                f"step {self.global_step}; lower train.lr (now {self.optim.for_experience(self.experience_index).lr}) or check the inputs."
             )
         opt = self.optimizers()
         opt.zero_grad(set_to_none=True)
@@ -152,6 +152,7 @@ class ContinualModule(pl.LightningModule):
         return loss.detach()
 
     def configure_optimizers(self):
-        opt = self.optim.build([p for p in self.net.parameters() if p.requires_grad])
-        schedule = self.optim.scheduler(opt, int(self.trainer.estimated_stepping_batches))
+        optim = self.optim.for_experience(self.experience_index)
+        opt = optim.build([p for p in self.net.parameters() if p.requires_grad])
+        schedule = optim.scheduler(opt, int(self.trainer.estimated_stepping_batches))
         return opt if schedule is None else {"optimizer": opt, "lr_scheduler": schedule}

@@ -6,7 +6,7 @@ them outlives an experience, so a checkpoint needs none of their state.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -46,6 +46,12 @@ class OptimConfig:
     momentum: float = 0.9
     weight_decay: float = 0.0
     schedule: str = "constant"
+    lr_decay: float = 1.0  # experience i trains at lr * lr_decay ** i
+
+    def for_experience(self, index: int) -> OptimConfig:
+        """The settings of experience ``index``: the rate decayed once per earlier experience, as
+        Stable SGD (Mirzadeh et al. 2020) and MC-SGD's research configs (0.8) do."""
+        return replace(self, lr=self.lr * self.lr_decay ** max(index, 0))
 
     def build(self, params) -> torch.optim.Optimizer:
         return OPTIMIZERS.get(self.name)(params, self.lr, self.momentum, self.weight_decay)

@@ -190,7 +190,7 @@ class UnitPacking(Plugin):
             b[rows] = True
             trainable[head.weight], trainable[head.bias] = m, b
         params = list(trainable)
-        opt = module.optim.build(params)
+        opt = module.optim.for_experience(module.experience_index).build(params)
         net.train()
         with torch.enable_grad():
             for _ in range(self.retrain_steps):
