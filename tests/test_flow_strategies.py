@@ -103,7 +103,7 @@ def test_clewi_is_the_halfway_point_of_the_aligned_previous_net(stream):
 
 def test_flow_moves_after_each_experience_and_records_a_morph(stream):
     torch.manual_seed(0)
-    s = build_strategy({"name": "flow", "buffer_size": 100, "line_epochs": 2, "line_batch_size": 64}, MLP((1, 8, 8), [32, 32], 10),
+    s = build_strategy({"name": "flow", "buffer_size": 100, "line_epochs": 2}, MLP((1, 8, 8), [32, 32], 10),
                        OptimConfig(), 32, 0)
     _, trained_1 = run_events(s, stream)
     assert s.connect.anchor is not None

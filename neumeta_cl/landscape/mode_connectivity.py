@@ -28,8 +28,8 @@ from neumeta_cl.landscape.curves import path_loss
 from neumeta_cl.landscape.path import Path
 
 
-def mcsgd_point(prev: nn.Module, curr: nn.Module, memory, current, init_position: float = 0.4, line_samples: int = 10,
-                lr: float = 0.2, momentum: float = 0.8, epochs: int = 3, batch_size: int = 256,
+def mcsgd_point(prev: nn.Module, curr: nn.Module, memory, current, init_position: float = 0.1, line_samples: int = 10,
+                lr: float = 0.05, momentum: float = 0.8, epochs: int = 1, batch_size: int = 64,
                 seed: int = 0) -> tuple[dict[str, torch.Tensor], dict]:
     """The MC-SGD point's parameters, and what the optimisation did. ``memory`` (earlier experiences)
     and ``current`` (this experience) are (x, y, t)."""

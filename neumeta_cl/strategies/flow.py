@@ -82,8 +82,8 @@ def move_record(run, op: str, before: torch.nn.Module, acc_before: list[float], 
 class ModeConnectivity(Plugin):
     """Holds the previous continual solution; after training, moves the net along a path (see module doc)."""
 
-    def __init__(self, memory: ReplayBuffer, path: str = "mcsgd", init_position: float = 0.4, line_samples: int = 10,
-                 line_lr: float = 0.2, line_momentum: float = 0.8, line_epochs: int = 3, line_batch_size: int = 256,
+    def __init__(self, memory: ReplayBuffer, path: str = "mcsgd", init_position: float = 0.1, line_samples: int = 10,
+                 line_lr: float = 0.05, line_momentum: float = 0.8, line_epochs: int = 1, line_batch_size: int = 64,
                  curve_steps: int = 200, curve_lr: float = 0.05, grid: int = 25, seed: int = 0,
                  train_from: str = "connected"):
         if path not in PATHS:
@@ -171,8 +171,8 @@ class ModeConnectivity(Plugin):
 
 class Flow(Replay):
     def __init__(self, net, optim: OptimConfig, *, batch_size: int = 128, seed: int = 0, buffer_size: int = 200,
-                 policy: str = "class_balanced", path: str = "mcsgd", init_position: float = 0.4, line_samples: int = 10,
-                 line_lr: float = 0.2, line_momentum: float = 0.8, line_epochs: int = 3, line_batch_size: int = 256,
+                 policy: str = "class_balanced", path: str = "mcsgd", init_position: float = 0.1, line_samples: int = 10,
+                 line_lr: float = 0.05, line_momentum: float = 0.8, line_epochs: int = 1, line_batch_size: int = 64,
                  curve_steps: int = 200, curve_lr: float = 0.05, grid: int = 25, train_from: str = "connected",
                  train_replay: bool = False, mem_batch_size: int | None = None):
         super().__init__(net, optim, batch_size=batch_size, seed=seed, buffer_size=buffer_size, policy=policy,
