@@ -54,13 +54,13 @@ def main(argv=None) -> dict:
             summary.title = f"{spec['description']} · finished runs"
             console.print(table.rich_table(summary))
         figs = study.figures(land, summary)
-        print(json.dumps(figs))
+        print(json.dumps(figs, allow_nan=False))
         return figs
     if args.part == "align":
         timing = study.align_timing(study.settings(spec, args.quick), out)
         figs = {"align_seconds": round(timing["weights"], 3), "align_seconds_activations": round(timing["activations"], 3),
                 "weight_matching_sweeps": timing["weights_sweeps"]}
-        print(json.dumps(figs))
+        print(json.dumps(figs, allow_nan=False))
         return figs
     if args.part in ("all", "landscape"):
         land = study.landscape_study(study.settings(spec, args.quick), out, log=console.print)
@@ -76,7 +76,7 @@ def main(argv=None) -> dict:
     figs = study.figures(land, summary)
     study.log_wandb(args.wandb, out, land, figs)
     console.print(f"results: {out}")
-    print(json.dumps(figs))
+    print(json.dumps(figs, allow_nan=False))
     return figs
 
 
