@@ -134,7 +134,8 @@ class ContinualModule(pl.LightningModule):
         if not math.isfinite(loss.item()):
             raise TrainingDiverged(
                 f"The training loss became {loss.item()} at experience {self.experience_index}, "
-                f"step {self.global_step}; lower train.lr (now {self.optim.for_experience(self.experience_index).lr}) or check the inputs."
+                f"step {self.global_step}; lower train.lr (this experience's rate: "
+                f"{self.optim.for_experience(self.experience_index).lr}) or check the inputs."
             )
         opt = self.optimizers()
         opt.zero_grad(set_to_none=True)

@@ -303,8 +303,8 @@ class NeuMeta(ContinualModule):
         accelerator = "gpu" if device.type == "cuda" else "cpu"
         if self.infer_task:
             experience = dataclasses.replace(experience, y=self._local(experience.y))
-        fit_experience(net, experience, epochs=self.teacher_epochs, optim=self.teacher_optim, batch_size=self.batch_size,
-                       seed=self.seed + self.teacher_data_seed_offset * experience.index, accelerator=accelerator)
+        fit_experience(net, experience, epochs=self.teacher_epochs, optim=self.teacher_optim.for_experience(experience.index),
+                       batch_size=self.batch_size, seed=self.seed + self.teacher_data_seed_offset * experience.index, accelerator=accelerator)
         weights = layer_weights(net.cpu())
         smoothed, _ = smooth(weights, self.tsp_seconds)
         self.info.update(teacher_seconds=time.perf_counter() - t0, tv_before=total_variation(weights),
@@ -319,7 +319,7 @@ class NeuMeta(ContinualModule):
         tasks) only, no data; a step costs the same however many tasks came before."""
         t0 = time.perf_counter()
         params = [p for p in self.generator.parameters() if p.requires_grad]
-        opt = self.optim.build(params)
+        opt = self.optim.for_experience(self.experience_index).build(params)
         for _ in range(self.recon_steps):
             raws, _, penalty = self.step_weights(noise=self.coord_noise, drawn=False)
             loss = reconstruction(raws[0], self.teacher) + penalty
