@@ -46,7 +46,9 @@ def main(argv=None) -> dict:
     p.add_argument("--seeds", nargs="+", type=int, help="override the experiment's seeds")
     p.add_argument("--out", default="runs")
     p.add_argument("overrides", nargs="*", help="KEY=VALUE applied to every run")
-    args = p.parse_args(argv)
+    from neumeta_cl.studies import overrides_first
+
+    args = p.parse_args(overrides_first(argv))
 
     from neumeta_cl.experiment import load_experiment, run_experiment
     from neumeta_cl.report import table

@@ -30,7 +30,9 @@ def main(argv=None) -> dict:
     p.add_argument("--digits", action="store_true", help="the Split-digits experiment (neumeta_class_il_digits)")
     p.add_argument("--out", default="runs")
     p.add_argument("overrides", nargs="*", help="KEY=VALUE for every run; launcher=... settings go to the launcher")
-    args = p.parse_args(argv)
+    from neumeta_cl.studies import overrides_first
+
+    args = p.parse_args(overrides_first(argv))
 
     from neumeta_cl.experiment import load_experiment, run_experiment
     from neumeta_cl.studies import print_study

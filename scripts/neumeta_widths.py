@@ -39,7 +39,9 @@ def main(argv=None) -> dict:
                         "settings) for the seeds they cover; their training time still counts per seed")
     p.add_argument("--out", default="runs")
     p.add_argument("overrides", nargs="*", help="KEY=VALUE applied to every run")
-    args = p.parse_args(argv)
+    from neumeta_cl.studies import overrides_first
+
+    args = p.parse_args(overrides_first(argv))
 
     if args.from_dirs:
         out = Path(args.from_dirs[0])

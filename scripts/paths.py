@@ -31,7 +31,9 @@ def main(argv=None) -> dict:
     p.add_argument("--from", dest="from_dir", help="summarise a finished (or partly finished) output folder")
     p.add_argument("--wandb", choices=["offline", "online", "disabled"], default="offline")
     p.add_argument("overrides", nargs="*", help="KEY=VALUE applied to every run of the rotated study")
-    args = p.parse_args(argv)
+    from neumeta_cl.studies import overrides_first
+
+    args = p.parse_args(overrides_first(argv))
 
     import torch
 

@@ -24,7 +24,9 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--experiment", default="neumeta_class_il")
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
     p.add_argument("overrides", nargs="*", help="KEY=VALUE on top of the experiment's neumeta_router row")
-    args = p.parse_args(argv)
+    from neumeta_cl.studies import overrides_first
+
+    args = p.parse_args(overrides_first(argv))
 
     import torch
 

@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -148,3 +149,16 @@ def test_bad_input_from_a_real_process_prints_no_traceback_and_no_warnings(tmp_p
     r = subprocess.run([sys.executable, "-m", "neumeta_cl.cli", "run", "seed=abc", f"output_dir={tmp_path}"],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and r.stderr.startswith("error: seed must be")
+
+
+def test_script_overrides_may_follow_a_list_option():
+    """`--seeds 0 train.threads=2` (as the README writes it): the override is not a seed."""
+    from neumeta_cl.studies import overrides_first
+
+    assert overrides_first(["--seeds", "0", "1", "train.threads=2", "--out=x", "--quick"]) == [
+        "train.threads=2", "--seeds", "0", "1", "--out=x", "--quick"]
+    script = Path(__file__).resolve().parents[1] / "scripts" / "router_probe.py"
+    done = subprocess.run([sys.executable, str(script), "--seeds", "0", "bogus.key=1"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0 and "Unknown config key 'bogus.key'" in done.stderr
+    assert "invalid int value" not in done.stderr

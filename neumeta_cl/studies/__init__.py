@@ -1,6 +1,17 @@
 """Studies behind the README's tables: experiments run together with their own baselines and figures."""
 
 
+def overrides_first(argv: list[str] | None) -> list[str]:
+    """The scripts' words with KEY=VALUE overrides moved to the front. argparse hands a ``nargs="+"``
+    option every bare word after it, so ``--seeds 0 train.threads=2`` would give train.threads=2
+    to --seeds; in front, only the positional overrides can take them."""
+    import sys
+
+    words = list(sys.argv[1:] if argv is None else argv)
+    pairs = [w for w in words if "=" in w and not w.startswith("-")]
+    return pairs + [w for w in words if not ("=" in w and not w.startswith("-"))]
+
+
 def print_study(rendered, figs: dict, missed: list[str], out) -> None:
     """What a study's script prints: its table, where the results are, the targets it missed, and
     the figures as one JSON line (last, for tools)."""
