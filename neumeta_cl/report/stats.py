@@ -25,6 +25,12 @@ def mean_std(values) -> tuple[float, float, int]:
     return float(x.mean()), float(x.std(ddof=DDOF)) if n > 1 else math.nan, n
 
 
+def plain_std(std: float) -> float:
+    """A std for a study's JSON line: 0.0 where it is undefined (one seed), so the line stays plain
+    numbers (NaN is not JSON)."""
+    return 0.0 if math.isnan(std) else std
+
+
 def ci95(std: float, n: int) -> float:
     """Half-width of the 95% t-interval of a mean of ``n`` values with sample std ``std``."""
     if n < 2 or not math.isfinite(std):

@@ -303,8 +303,9 @@ class NeuMeta(ContinualModule):
         accelerator = "gpu" if device.type == "cuda" else "cpu"
         if self.infer_task:
             experience = dataclasses.replace(experience, y=self._local(experience.y))
-        fit_experience(net, experience, epochs=self.teacher_epochs, optim=self.teacher_optim.for_experience(experience.index),
-                       batch_size=self.batch_size, seed=self.seed + self.teacher_data_seed_offset * experience.index, accelerator=accelerator)
+        fit_experience(net, experience, epochs=self.teacher_epochs,
+                       optim=self.teacher_optim.for_experience(experience.index), batch_size=self.batch_size,
+                       seed=self.seed + self.teacher_data_seed_offset * experience.index, accelerator=accelerator)
         weights = layer_weights(net.cpu())
         smoothed, _ = smooth(weights, self.tsp_seconds)
         self.info.update(teacher_seconds=time.perf_counter() - t0, tv_before=total_variation(weights),

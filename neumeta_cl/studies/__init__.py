@@ -8,8 +8,8 @@ def overrides_first(argv: list[str] | None) -> list[str]:
     import sys
 
     words = list(sys.argv[1:] if argv is None else argv)
-    pairs = [w for w in words if "=" in w and not w.startswith("-")]
-    return pairs + [w for w in words if not ("=" in w and not w.startswith("-"))]
+    is_pair = [("=" in w and not w.startswith("-")) for w in words]
+    return [w for w, p in zip(words, is_pair) if p] + [w for w, p in zip(words, is_pair) if not p]
 
 
 def print_study(rendered, figs: dict, missed: list[str], out) -> None:

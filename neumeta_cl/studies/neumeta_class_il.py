@@ -8,14 +8,13 @@ within 3 points of full width). ``scripts/neumeta_class_il.py`` is the command l
 
 from __future__ import annotations
 
-import math
 
-from neumeta_cl.report.stats import mean_std
+from neumeta_cl.report.stats import mean_std, plain_std
 
 
 def _pair(values) -> list[float]:
     mean, std, _ = mean_std(values)
-    return [round(mean, 4), 0.0 if math.isnan(std) else round(std, 4)]
+    return [round(mean, 4), round(plain_std(std), 4)]
 
 
 def figures(runs: dict[str, list[dict]]) -> dict:

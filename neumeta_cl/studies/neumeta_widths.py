@@ -12,14 +12,13 @@ is the command line.
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
 
 import numpy as np
 
 from neumeta_cl.errors import ConfigError
-from neumeta_cl.report.stats import mean_std
+from neumeta_cl.report.stats import mean_std, plain_std
 
 QUICK = ["benchmark=split_digits", "model.channels=[8,16]", "train.epochs=6", "train.batch_size=32", "train.lr=0.003",
          "strategy.teacher_epochs=2", "strategy.recon_steps=100", "strategy.hidden=64", "strategy.task_dim=16",
@@ -83,8 +82,7 @@ def width_matrix(result: dict, fraction: float) -> np.ndarray:
 
 def _std(values) -> float:
     """Sample std (ddof=1, report.stats); 0.0 for one seed so the JSON line stays plain numbers."""
-    std = mean_std(values)[1]
-    return 0.0 if math.isnan(std) else std
+    return plain_std(mean_std(values)[1])
 
 
 def training_seconds(result: dict) -> float:

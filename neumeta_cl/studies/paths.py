@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from neumeta_cl.report.stats import plain_std
+
 QUICK_KEYS = ("train_samples", "eval_samples", "stats_samples", "points", "mlp", "cnn", "curve", "flow", "fisher_samples")
 
 
@@ -248,9 +250,9 @@ def read_rotated(folder: Path, order: list[str]):
     return table.from_groups({k: results[k] for k in labels}), results
 
 
-def mean_std(mean: float, std: float) -> list:
-    """[mean, std] rounded for the JSON line; a single seed has no std (null, not NaN, which is not JSON)."""
-    return [round(float(mean), 4), None if np.isnan(std) else round(float(std), 4)]
+def pair(mean: float, std: float) -> list[float]:
+    """[mean, std] rounded for the JSON line (std 0.0 for one seed: report.stats.plain_std)."""
+    return [round(float(mean), 4), round(float(plain_std(std)), 4)]
 
 
 def figures(land: dict | None, summary=None) -> dict:
@@ -279,8 +281,8 @@ def figures(land: dict | None, summary=None) -> dict:
         out["bezier_train_seconds"] = round(p["bezier"]["train_seconds"], 1)
     if summary is not None:
         rows = summary.frame().reset_index().to_dict(orient="records")  # sample std (ddof=1)
-        out["acc_rotated20"] = {r["label"]: mean_std(r["acc_mean"], r["acc_std"]) for r in rows}
-        out["forgetting_rotated20"] = {r["label"]: mean_std(r["forgetting_mean"], r["forgetting_std"]) for r in rows}
+        out["acc_rotated20"] = {r["label"]: pair(r["acc_mean"], r["acc_std"]) for r in rows}
+        out["forgetting_rotated20"] = {r["label"]: pair(r["forgetting_mean"], r["forgetting_std"]) for r in rows}
         acc = {r["label"]: r["acc_mean"] for r in rows}
         if {"flow", "ewc", "replay", "clewi"} <= set(acc):
             out["flow_minus_ewc"] = round(acc["flow"] - acc["ewc"], 4)
