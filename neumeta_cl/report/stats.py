@@ -31,6 +31,11 @@ def plain_std(std: float) -> float:
     return 0.0 if math.isnan(std) else std
 
 
+def json_pair(mean: float, std: float) -> list[float]:
+    """[mean, std] as a study's JSON line writes them: rounded to 4 places, std 0.0 for one seed."""
+    return [round(float(mean), 4), round(float(plain_std(std)), 4)]
+
+
 def ci95(std: float, n: int) -> float:
     """Half-width of the 95% t-interval of a mean of ``n`` values with sample std ``std``."""
     if n < 2 or not math.isfinite(std):

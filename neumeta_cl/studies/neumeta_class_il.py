@@ -8,13 +8,11 @@ within 3 points of full width). ``scripts/neumeta_class_il.py`` is the command l
 
 from __future__ import annotations
 
-
-from neumeta_cl.report.stats import mean_std, plain_std
+from neumeta_cl.report.stats import json_pair, mean_std
 
 
 def _pair(values) -> list[float]:
-    mean, std, _ = mean_std(values)
-    return [round(mean, 4), round(plain_std(std), 4)]
+    return json_pair(*mean_std(values)[:2])
 
 
 def figures(runs: dict[str, list[dict]]) -> dict:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from neumeta_cl.report.stats import plain_std
+from neumeta_cl.report.stats import json_pair
 
 QUICK_KEYS = ("train_samples", "eval_samples", "stats_samples", "points", "mlp", "cnn", "curve", "flow", "fisher_samples")
 
@@ -250,11 +250,6 @@ def read_rotated(folder: Path, order: list[str]):
     return table.from_groups({k: results[k] for k in labels}), results
 
 
-def pair(mean: float, std: float) -> list[float]:
-    """[mean, std] rounded for the JSON line (std 0.0 for one seed: report.stats.plain_std)."""
-    return [round(float(mean), 4), round(float(plain_std(std)), 4)]
-
-
 def figures(land: dict | None, summary=None) -> dict:
     """The JSON line: barrier reductions, path ratios, alignment time, ACC per strategy."""
     out: dict = {}
@@ -281,8 +276,8 @@ def figures(land: dict | None, summary=None) -> dict:
         out["bezier_train_seconds"] = round(p["bezier"]["train_seconds"], 1)
     if summary is not None:
         rows = summary.frame().reset_index().to_dict(orient="records")  # sample std (ddof=1)
-        out["acc_rotated20"] = {r["label"]: pair(r["acc_mean"], r["acc_std"]) for r in rows}
-        out["forgetting_rotated20"] = {r["label"]: pair(r["forgetting_mean"], r["forgetting_std"]) for r in rows}
+        out["acc_rotated20"] = {r["label"]: json_pair(r["acc_mean"], r["acc_std"]) for r in rows}
+        out["forgetting_rotated20"] = {r["label"]: json_pair(r["forgetting_mean"], r["forgetting_std"]) for r in rows}
         acc = {r["label"]: r["acc_mean"] for r in rows}
         if {"flow", "ewc", "replay", "clewi"} <= set(acc):
             out["flow_minus_ewc"] = round(acc["flow"] - acc["ewc"], 4)
