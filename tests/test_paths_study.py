@@ -7,6 +7,7 @@ import pytest
 from neumeta_cl.experiment import experiment_dict
 from neumeta_cl.studies import paths as study
 from tests.conftest import needs_fmnist
+from tests.test_table import _results
 
 
 @pytest.mark.slow
@@ -38,3 +39,17 @@ def test_paths_study_quick_gives_every_figure(tmp_path):
     assert logged["plot/landscape_paths"]["format"] == "png"
     again, _ = study.read_rotated(tmp_path / "paths", ["naive", "flow"])
     assert [row[0] for row in again.rows] == ["naive", "flow"]
+
+
+def test_read_rotated_keeps_two_rows_of_one_strategy_apart(tmp_path):
+    """flow and flow_mcsgd both run strategy=flow: --from groups by the experiment's row (the sweep label)."""
+    for label, accs in (("flow", [0.66, 0.65]), ("flow_mcsgd", [0.61, 0.60])):
+        for seed, acc in enumerate(accs):
+            folder = tmp_path / f"{label}-s{seed}"
+            _results(folder, "flow", "rotated", seed, acc, forgetting=0.1)
+            data = json.loads((folder / "results.json").read_text())
+            data["sweep"] = {"name": "paths", "labels": {"strategy": label, "seed": str(seed)}}
+            (folder / "results.json").write_text(json.dumps(data))
+    summary, _ = study.read_rotated(tmp_path, ["flow", "flow_mcsgd"])
+    assert study.figures(None, summary)["acc_rotated20"] == {"flow": [0.655, 0.0071], "flow_mcsgd": [0.605, 0.0071]}
+    assert study.read_rotated(tmp_path / "none", ["flow"])[0] is None  # nothing finished yet: no table

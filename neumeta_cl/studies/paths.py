@@ -235,15 +235,16 @@ def rotated_study(spec: dict, out_root: Path, extra: list[str]):
 
 
 def read_rotated(folder: Path, order: list[str]):
-    """The summary of the finished runs under ``folder`` (a rotated study's output), by strategy."""
+    """The summary of the finished runs under ``folder`` (a rotated study's output), by the
+    experiment's row (its sweep label: ``flow`` and ``flow_mcsgd`` both run strategy=flow)."""
     from neumeta_cl.report import table
-    from neumeta_cl.tracking.results import load_results
+    from neumeta_cl.report.runs import find_runs
 
+    files = sorted(Path(folder).glob("*/results.json"))
     results: dict[str, list[dict]] = {}
-    for file in sorted(Path(folder).glob("*/results.json")):
-        r = load_results(file)
-        if r.get("status") == "completed":
-            results.setdefault(r["config"]["strategy"]["name"], []).append(r)
+    for run in find_runs(files) if files else []:
+        if run.finished:
+            results.setdefault(run.value("strategy"), []).append(run.data)
     labels = [k for k in order if k in results]
     if not labels:
         return None, results
