@@ -209,6 +209,33 @@ def test_sandwich_batch_gives_the_narrower_networks_part_of_the_batch(tmp_path):
     assert [n for _, n in seen[1:]] == [8, 8] and seen[1][0] == tuple(s.train_widths[0])
 
 
+def test_full_batch_zero_leaves_the_full_width_to_its_teacher(tmp_path):
+    """strategy.full_batch=0: with a teacher, the full-width network is not run on the batch (its
+    reconstruction of the teacher trains it); the narrowest and the random width still are. With no
+    teacher the full width keeps the whole batch, or nothing would teach it."""
+    cfg = load(digits_overrides(tmp_path, "logger.mode=disabled", "strategy.teacher_epochs=0",
+                                "strategy.full_batch=0"))
+    stream = build_stream_from(cfg)
+    net = build_model(to_dict(cfg.model), stream.input_shape, stream.n_classes, stream.heads)
+    s = build_strategy(to_dict(cfg.strategy), net, OptimConfig("adam", 3e-3), 32, 0)
+    exp = stream.train[0]
+    s.before_experience(exp)
+    seen = []
+    run = s.generator.run
+    s.generator.run = lambda weights, task, widths, x: seen.append((tuple(widths), len(x))) or run(weights, task, widths, x)
+    batch = (exp.x[:30], exp.y[:30], exp.t[:30])
+    s.compute_loss(batch)  # no teacher
+    assert seen[0] == (tuple(s.layout.widths), 30) and len(seen) == 3
+    seen.clear()
+    s.stage(0)  # the teacher is what the generator outputs now
+    s.teacher = [(w + 0.1, b) for w, b in s.teacher]
+    loss = s.compute_loss(batch)
+    assert len(seen) == 2 and seen[0] == (tuple(s.train_widths[0]), 30)
+    assert torch.isfinite(loss)
+    loss.backward()
+    assert s.generator.inr.task_emb[0].grad.abs().sum() > 0
+
+
 def test_inr_batch_size_sets_the_steps_of_an_experience(tmp_path):
     """strategy.inr_batch_size: the runner batches NeuMeta's experience at that size (steps per
     epoch = ceil(samples / batch)); the teacher keeps train.batch_size."""
@@ -273,6 +300,7 @@ def test_neumeta_widths_script_quick(tmp_path):
     (["strategy.inr_lr=0"], "strategy.inr_lr must be positive"),
     (["strategy.reg_fraction=0"], "strategy.reg_fraction must be in (0, 1], got 0"),
     (["strategy.sandwich_batch=1.5"], "strategy.sandwich_batch must be in (0, 1], got 1.5"),
+    (["strategy.full_batch=-0.5"], "strategy.full_batch must be in [0, 1], got -0.5"),
     (["strategy.inr_precision=half"], "Unknown strategy.inr_precision 'half'; valid precisions are: float32, bfloat16."),
     (["strategy.hiden=64"], "Unknown config key 'strategy.hiden'"),
 ])

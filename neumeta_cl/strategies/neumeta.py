@@ -19,7 +19,9 @@ Per experience ``t`` (task-incremental: one head per task; class-incremental bel
      + l2_weight * mean(w^2)                             small weights
      + reg_weight * mean_{k<t, d in {full, d'}} mean (G(e_k, d) - G*(e_k, d))^2   old tasks stay put
 
-   where ``w*`` is the smoothed teacher and ``d'`` another drawn width; ``reg_tasks`` > 0 draws
+   where ``w*`` is the smoothed teacher and ``d'`` another drawn width. ``sandwich_batch`` < 1
+   gives the narrowest and the drawn width part of each batch; ``full_batch`` < 1 does the same
+   for the full width (0: it learns from its teacher alone). ``reg_tasks`` > 0 draws
    that many old tasks per step instead of all (von Oswald et al.'s stochastic regulariser; the
    mean over them estimates the mean over all), and ``reg_fraction`` < 1 compares a random part of
    each old network's weights (its queries are all the INR computes for it). All three compare the INR's
@@ -159,7 +161,7 @@ class NeuMeta(ContinualModule):
                  routing: str = "entropy", buffer_size: int = 500, mem_batch_size: int | None = None,
                  router_epochs: int = 3, router_distill: float = 0.0, inr_batch_size: int | None = None,
                  inr_lr: float | None = None, reg_fraction: float = 1.0, sandwich_batch: float = 1.0,
-                 inr_precision: str = "float32"):
+                 full_batch: float = 1.0, inr_precision: str = "float32"):
         head = getattr(net, "head", None)
         if not isinstance(head, (MultiHead, SingleHead)):
             raise ConfigError(f"strategy=neumeta generates MLP or CNN targets with a linear head, not "
@@ -172,7 +174,7 @@ class NeuMeta(ContinualModule):
                teachers=teachers, task_init=task_init, eval_fractions=eval_fractions, inr_epochs=inr_epochs,
                routing=routing, router_epochs=router_epochs, router_distill=router_distill,
                inr_batch_size=inr_batch_size, inr_lr=inr_lr, reg_fraction=reg_fraction, sandwich_batch=sandwich_batch,
-               inr_precision=inr_precision)
+               full_batch=full_batch, inr_precision=inr_precision)
         layout = TargetLayout.from_net(net)
         train_widths, unseen_widths = training_widths(layout, min_width, widths_unseen or [])
         # Task-incremental: one generated network per task label. Class-/domain-incremental (a single
@@ -205,6 +207,7 @@ class NeuMeta(ContinualModule):
         self.reg_weight, self.task_init, self.teachers = reg_weight, task_init, teachers
         self.reg_tasks, self.inr_epochs = reg_tasks, inr_epochs
         self.inr_batch_size, self.reg_fraction, self.sandwich_batch = inr_batch_size, reg_fraction, sandwich_batch
+        self.full_batch = full_batch
         self._row_targets: dict = {}  # (task, widths) -> (mask, old outputs as raw_rows' matrix)
         self.teacher_epochs, self.recon_steps, self.clip_grad = teacher_epochs, recon_steps, clip_grad
         self.parts.append(GradClip(clip_grad))
@@ -491,10 +494,15 @@ class NeuMeta(ContinualModule):
         y = self._local(y)
         raws, requests, penalty = self.step_weights(self.coord_noise)
         loss = 0.0
-        part = max(1, math.ceil(self.sandwich_batch * len(y)))  # the batch is shuffled: its first part is a random one
-        for k, (raw, request) in enumerate(zip(raws, requests)):  # full, narrowest, random width
+        # The batch is shuffled, so its first part is a random one. full_batch=0: the full width
+        # learns from its reconstruction of the teacher alone (the teacher has seen the data).
+        part = max(1, math.ceil(self.sandwich_batch * len(y)))
+        parts = [math.ceil(self.full_batch * len(y)) if self.teacher is not None else len(y), part, part]
+        for raw, request, n in zip(raws, requests, parts):  # full, narrowest, random width
+            if n == 0:
+                continue
             weights = self.generator.scale(raw, request)
-            xs, ys = (x, y) if k == 0 else (x[:part], y[:part])
+            xs, ys = x[:n], y[:n]
             loss = loss + F.cross_entropy(self.generator.run(weights, self.task, request.widths, xs), ys)
         if self.teacher is not None:
             loss = loss + self.recon_weight * reconstruction(raws[0], self.teacher)
@@ -515,8 +523,8 @@ class NeuMeta(ContinualModule):
 
 
 def _check(*, min_width, coord_noise, recon_weight, l2_weight, reg_weight, reg_tasks, eval_samples, teacher_epochs,
-           teachers, task_init, eval_fractions, inr_epochs, routing, router_epochs, router_distill, inr_batch_size,
-           inr_lr, reg_fraction, sandwich_batch, inr_precision) -> None:
+           teachers, task_init, eval_fractions, inr_epochs, routing, router_epochs, router_distill,
+           inr_batch_size, inr_lr, reg_fraction, sandwich_batch, full_batch, inr_precision) -> None:
     """Every strategy value a user can get wrong, as one-sentence errors (routing too on a
     task-incremental stream, where it plays no part: a typo there is still a typo)."""
     if not 0 < min_width <= 1:
@@ -536,6 +544,8 @@ def _check(*, min_width, coord_noise, recon_weight, l2_weight, reg_weight, reg_t
         raise ConfigError(f"strategy.reg_fraction must be in (0, 1], got {reg_fraction}.")
     if not 0 < sandwich_batch <= 1:
         raise ConfigError(f"strategy.sandwich_batch must be in (0, 1], got {sandwich_batch}.")
+    if not 0 <= full_batch <= 1:
+        raise ConfigError(f"strategy.full_batch must be in [0, 1], got {full_batch}.")
     if inr_precision not in PRECISIONS:
         raise ConfigError(f"Unknown strategy.inr_precision '{inr_precision}'; valid precisions are: "
                           f"{', '.join(PRECISIONS)}.")
