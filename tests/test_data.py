@@ -422,4 +422,3 @@ def test_avalanche_strategies_run_on_the_same_benchmark():
         exp = s.benchmark.train_stream[0]
         strategy.train(exp)
         assert strategy.clock.train_exp_iterations == -(-len(s.train[0].y) // 64)
-
