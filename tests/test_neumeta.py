@@ -190,20 +190,26 @@ def test_sampled_regulariser_estimates_the_full_one(tmp_path):
     assert np.mean(draws) == pytest.approx(full, rel=0.05)
 
 
-def test_sandwich_batch_gives_the_narrower_networks_part_of_the_batch(tmp_path):
-    """strategy.sandwich_batch: the full-width network sees the whole batch, the narrowest and the
-    random-width ones its first ceil(fraction * batch) samples; the loss stays finite and trains."""
-    cfg = load(digits_overrides(tmp_path, "logger.mode=disabled", "strategy.teacher_epochs=0",
-                                "strategy.sandwich_batch=0.25"))
+def _first_task_with_a_spy(tmp_path, *extra):
+    """A NeuMeta module on the digits' first experience (no teacher), whose generated networks record
+    (widths, samples) in ``seen`` each time they run; returns it, ``seen`` and a batch of 30."""
+    cfg = load(digits_overrides(tmp_path, "logger.mode=disabled", "strategy.teacher_epochs=0", *extra))
     stream = build_stream_from(cfg)
     net = build_model(to_dict(cfg.model), stream.input_shape, stream.n_classes, stream.heads)
     s = build_strategy(to_dict(cfg.strategy), net, OptimConfig("adam", 3e-3), 32, 0)
-    s.before_experience(stream.train[0])
+    exp = stream.train[0]
+    s.before_experience(exp)
     seen = []
     run = s.generator.run
     s.generator.run = lambda weights, task, widths, x: seen.append((tuple(widths), len(x))) or run(weights, task, widths, x)
-    exp = stream.train[0]
-    loss = s.compute_loss((exp.x[:30], exp.y[:30], exp.t[:30]))
+    return s, seen, (exp.x[:30], exp.y[:30], exp.t[:30])
+
+
+def test_sandwich_batch_gives_the_narrower_networks_part_of_the_batch(tmp_path):
+    """strategy.sandwich_batch: the full-width network sees the whole batch, the narrowest and the
+    random-width ones its first ceil(fraction * batch) samples; the loss stays finite and trains."""
+    s, seen, batch = _first_task_with_a_spy(tmp_path, "strategy.sandwich_batch=0.25")
+    loss = s.compute_loss(batch)
     assert torch.isfinite(loss)
     assert seen[0] == (tuple(s.layout.widths), 30)
     assert [n for _, n in seen[1:]] == [8, 8] and seen[1][0] == tuple(s.train_widths[0])
@@ -213,17 +219,7 @@ def test_full_batch_zero_leaves_the_full_width_to_its_teacher(tmp_path):
     """strategy.full_batch=0: with a teacher, the full-width network is not run on the batch (its
     reconstruction of the teacher trains it); the narrowest and the random width still are. With no
     teacher the full width keeps the whole batch, or nothing would teach it."""
-    cfg = load(digits_overrides(tmp_path, "logger.mode=disabled", "strategy.teacher_epochs=0",
-                                "strategy.full_batch=0"))
-    stream = build_stream_from(cfg)
-    net = build_model(to_dict(cfg.model), stream.input_shape, stream.n_classes, stream.heads)
-    s = build_strategy(to_dict(cfg.strategy), net, OptimConfig("adam", 3e-3), 32, 0)
-    exp = stream.train[0]
-    s.before_experience(exp)
-    seen = []
-    run = s.generator.run
-    s.generator.run = lambda weights, task, widths, x: seen.append((tuple(widths), len(x))) or run(weights, task, widths, x)
-    batch = (exp.x[:30], exp.y[:30], exp.t[:30])
+    s, seen, batch = _first_task_with_a_spy(tmp_path, "strategy.full_batch=0")
     s.compute_loss(batch)  # no teacher
     assert seen[0] == (tuple(s.layout.widths), 30) and len(seen) == 3
     seen.clear()
