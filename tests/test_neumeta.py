@@ -215,6 +215,24 @@ def test_sandwich_batch_gives_the_narrower_networks_part_of_the_batch(tmp_path):
     assert [n for _, n in seen[1:]] == [8, 8] and seen[1][0] == tuple(s.train_widths[0])
 
 
+def test_one_narrower_network_per_step_draws_the_narrowest_or_a_random_width(tmp_path):
+    """strategy.narrower_per_step=1: each step runs the full width and one narrower network, the
+    narrowest on some steps and a random training width on others; 2 (the sandwich rule) runs both."""
+    s, seen, batch = _first_task_with_a_spy(tmp_path, "strategy.narrower_per_step=1")
+    narrowest = tuple(s.train_widths[0])
+    drawn = []
+    for _ in range(40):
+        seen.clear()
+        loss = s.compute_loss(batch)
+        assert torch.isfinite(loss) and len(seen) == 2 and seen[0] == (tuple(s.layout.widths), 30)
+        drawn.append(seen[1][0])
+    assert 5 < drawn.count(narrowest) < 35 and len(set(drawn)) > 2
+    s.narrower_per_step = 2
+    seen.clear()
+    s.compute_loss(batch)
+    assert len(seen) == 3 and seen[1][0] == narrowest
+
+
 def test_full_batch_zero_leaves_the_full_width_to_its_teacher(tmp_path):
     """strategy.full_batch=0: with a teacher, the full-width network is not run on the batch (its
     reconstruction of the teacher trains it); the narrowest and the random width still are. With no
@@ -267,6 +285,10 @@ def test_neumeta_widths_script_quick(tmp_path):
     assert last["acc_full_upper"] > 0.85 and last["acc_full"] > 0.6  # a smoke run: learnt, above chance
     assert 0 < last["gen_ms_full"] < 1000
     assert neumeta_widths.render(figs).row_count == len(last["acc_by_width"])
+    # the paced ratio has each side's full-width training as its yardstick: a number, near the plain one
+    ind = saved["individuals"][0]
+    assert len(ind["seconds_by_width"]) == 5 and sum(ind["seconds_by_width"]) <= ind["seconds"]
+    assert 0 < last["train_time_ratio_paced"] < 5 * last["train_time_ratio"]
     # the individual networks trained with the threads the launcher gave the NeuMeta run
     run_threads = json.loads(Path(saved["runs"][0]).read_text())["config"]["train"]["threads"]
     assert saved["individuals"][0]["threads"] == run_threads >= 1
@@ -284,6 +306,19 @@ def test_neumeta_widths_script_quick(tmp_path):
     assert {f: v[1] for f, v in variant["acc_by_width"].items()} == {f: v[1] for f, v in last["acc_by_width"].items()}
 
 
+def test_paced_ratio_cancels_a_machine_that_slows_down_in_one_phase():
+    """The same training measured while the machine ran 1.3 times slower in NeuMeta's phase (or 0.9 times
+    as fast in the individual networks'): the paced ratio, each side over its own full-width networks,
+    stays the same."""
+    from neumeta_cl.studies.neumeta_widths import paced_ratio
+
+    neumeta, teachers, individuals, full = 320.0, 80.0, 265.0, 80.0
+    calm = paced_ratio(neumeta, teachers, individuals, full)
+    assert calm == pytest.approx((320 / 80) / (265 / 80))
+    assert paced_ratio(1.3 * neumeta, 1.3 * teachers, individuals, full) == pytest.approx(calm)
+    assert paced_ratio(neumeta, teachers, 0.9 * individuals, 0.9 * full) == pytest.approx(calm)
+
+
 @pytest.mark.parametrize("overrides, message", [
     (["strategy.min_width=0"], "strategy.min_width must be in (0, 1], got 0"),
     (["strategy.widths_unseen=[1.0]"], "strategy.widths_unseen must lie in (0, 1), got 1.0"),
@@ -296,6 +331,7 @@ def test_neumeta_widths_script_quick(tmp_path):
     (["strategy.inr_lr=0"], "strategy.inr_lr must be positive"),
     (["strategy.reg_fraction=0"], "strategy.reg_fraction must be in (0, 1], got 0"),
     (["strategy.sandwich_batch=1.5"], "strategy.sandwich_batch must be in (0, 1], got 1.5"),
+    (["strategy.narrower_per_step=3"], "strategy.narrower_per_step must be 1 or 2, got 3"),
     (["strategy.full_batch=-0.5"], "strategy.full_batch must be in [0, 1], got -0.5"),
     (["strategy.inr_precision=half"], "Unknown strategy.inr_precision 'half'; valid precisions are: float32, bfloat16."),
     (["strategy.hiden=64"], "Unknown config key 'strategy.hiden'"),

@@ -19,7 +19,9 @@ Per experience ``t`` (task-incremental: one head per task; class-incremental bel
      + l2_weight * mean(w^2)                             small weights
      + reg_weight * mean_{k<t, d in {full, d'}} mean (G(e_k, d) - G*(e_k, d))^2   old tasks stay put
 
-   where ``w*`` is the smoothed teacher and ``d'`` another drawn width. ``sandwich_batch`` < 1
+   where ``w*`` is the smoothed teacher and ``d'`` another drawn width. ``narrower_per_step: 1``
+   keeps one of the two narrower terms per step, drawn at random (NeuMeta's own training draws one
+   width per step; here the full width stays in every step). ``sandwich_batch`` < 1
    gives the narrowest and the drawn width part of each batch; ``full_batch`` < 1 does the same
    for the full width (0: it learns from its teacher alone). ``reg_tasks`` > 0 draws
    that many old tasks per step instead of all (von Oswald et al.'s stochastic regulariser; the
@@ -161,7 +163,7 @@ class NeuMeta(ContinualModule):
                  routing: str = "entropy", buffer_size: int = 500, mem_batch_size: int | None = None,
                  router_epochs: int = 3, router_distill: float = 0.0, inr_batch_size: int | None = None,
                  inr_lr: float | None = None, reg_fraction: float = 1.0, sandwich_batch: float = 1.0,
-                 full_batch: float = 1.0, inr_precision: str = "float32"):
+                 full_batch: float = 1.0, inr_precision: str = "float32", narrower_per_step: int = 2):
         head = getattr(net, "head", None)
         if not isinstance(head, (MultiHead, SingleHead)):
             raise ConfigError(f"strategy=neumeta generates MLP or CNN targets with a linear head, not "
@@ -174,7 +176,7 @@ class NeuMeta(ContinualModule):
                teachers=teachers, task_init=task_init, eval_fractions=eval_fractions, inr_epochs=inr_epochs,
                routing=routing, router_epochs=router_epochs, router_distill=router_distill,
                inr_batch_size=inr_batch_size, inr_lr=inr_lr, reg_fraction=reg_fraction, sandwich_batch=sandwich_batch,
-               full_batch=full_batch, inr_precision=inr_precision)
+               full_batch=full_batch, inr_precision=inr_precision, narrower_per_step=narrower_per_step)
         layout = TargetLayout.from_net(net)
         train_widths, unseen_widths = training_widths(layout, min_width, widths_unseen or [])
         # Task-incremental: one generated network per task label. Class-/domain-incremental (a single
@@ -207,7 +209,7 @@ class NeuMeta(ContinualModule):
         self.reg_weight, self.task_init, self.teachers = reg_weight, task_init, teachers
         self.reg_tasks, self.inr_epochs = reg_tasks, inr_epochs
         self.inr_batch_size, self.reg_fraction, self.sandwich_batch = inr_batch_size, reg_fraction, sandwich_batch
-        self.full_batch = full_batch
+        self.full_batch, self.narrower_per_step = full_batch, narrower_per_step
         self._row_targets: dict = {}  # (task, widths) -> (mask, old outputs as raw_rows' matrix)
         self.teacher_epochs, self.recon_steps, self.clip_grad = teacher_epochs, recon_steps, clip_grad
         self.parts.append(GradClip(clip_grad))
@@ -306,9 +308,11 @@ class NeuMeta(ContinualModule):
         accelerator = "gpu" if device.type == "cuda" else "cpu"
         if self.infer_task:
             experience = dataclasses.replace(experience, y=self._local(experience.y))
+        t_fit = time.perf_counter()
         fit_experience(net, experience, epochs=self.teacher_epochs,
                        optim=self.teacher_optim.for_experience(experience.index), batch_size=self.batch_size,
                        seed=self.seed + self.teacher_data_seed_offset * experience.index, accelerator=accelerator)
+        self.info.update(teacher_fit_seconds=time.perf_counter() - t_fit)  # the fit alone: a full-width network's training
         weights = layer_weights(net.cpu())
         smoothed, _ = smooth(weights, self.tsp_seconds)
         self.info.update(teacher_seconds=time.perf_counter() - t0, tv_before=total_variation(weights),
@@ -436,7 +440,10 @@ class NeuMeta(ContinualModule):
         task, full = self.task, tuple(self.layout.widths)
         widths = [full]
         if drawn:  # the sandwich rule (Yu & Huang 2019): the narrowest width and a random one
-            widths += [self.train_widths[0], self.rng.choice(self.train_widths)]
+            narrower = [self.train_widths[0], self.rng.choice(self.train_widths)]
+            if self.narrower_per_step == 1:  # one of the two, drawn: each is trained every other step on average
+                narrower = [self.rng.choice(narrower)]
+            widths += narrower
         requests = [Request(task, w, noise) for w in widths]
         # Old tasks at full width (where the new task's loss and reconstruction push hardest) and at
         # one drawn width: ``reg_tasks`` of them drawn per step (von Oswald et al.'s stochastic
@@ -498,7 +505,7 @@ class NeuMeta(ContinualModule):
         # learns from its reconstruction of the teacher alone (the teacher has seen the data).
         part = max(1, math.ceil(self.sandwich_batch * len(y)))
         parts = [math.ceil(self.full_batch * len(y)) if self.teacher is not None else len(y), part, part]
-        for raw, request, n in zip(raws, requests, parts):  # full, narrowest, random width
+        for raw, request, n in zip(raws, requests, parts):  # full, then the narrower ones
             if n == 0:
                 continue
             weights = self.generator.scale(raw, request)
@@ -524,7 +531,7 @@ class NeuMeta(ContinualModule):
 
 def _check(*, min_width, coord_noise, recon_weight, l2_weight, reg_weight, reg_tasks, eval_samples, teacher_epochs,
            teachers, task_init, eval_fractions, inr_epochs, routing, router_epochs, router_distill,
-           inr_batch_size, inr_lr, reg_fraction, sandwich_batch, full_batch, inr_precision) -> None:
+           inr_batch_size, inr_lr, reg_fraction, sandwich_batch, full_batch, inr_precision, narrower_per_step) -> None:
     """Every strategy value a user can get wrong, as one-sentence errors (routing too on a
     task-incremental stream, where it plays no part: a typo there is still a typo)."""
     if not 0 < min_width <= 1:
@@ -544,6 +551,8 @@ def _check(*, min_width, coord_noise, recon_weight, l2_weight, reg_weight, reg_t
         raise ConfigError(f"strategy.reg_fraction must be in (0, 1], got {reg_fraction}.")
     if not 0 < sandwich_batch <= 1:
         raise ConfigError(f"strategy.sandwich_batch must be in (0, 1], got {sandwich_batch}.")
+    if narrower_per_step not in (1, 2):
+        raise ConfigError(f"strategy.narrower_per_step must be 1 or 2, got {narrower_per_step}.")
     if not 0 <= full_batch <= 1:
         raise ConfigError(f"strategy.full_batch must be in [0, 1], got {full_batch}.")
     if inr_precision not in PRECISIONS:

@@ -48,9 +48,10 @@ def train_individuals(cfg, fractions: list[float]) -> dict:
                                                    stream.heads))
         optim = OptimConfig(t.optimizer, t.lr, t.momentum, t.weight_decay)
         out = {"fractions": fractions, "accuracy": [], "params": [], "widths": [], "seconds": 0.0,
-               "threads": torch.get_num_threads()}
+               "seconds_by_width": [], "threads": torch.get_num_threads()}
         t0 = time.perf_counter()
         for f in fractions:
+            t_width = time.perf_counter()
             widths = layout.at_fraction(f)
             accs, params = [], []
             for j, (train, test) in enumerate(zip(stream.train, stream.test)):
@@ -63,6 +64,7 @@ def train_individuals(cfg, fractions: list[float]) -> dict:
             out["accuracy"].append(accs)
             out["params"].append(params)
             out["widths"].append(list(widths))
+            out["seconds_by_width"].append(time.perf_counter() - t_width)
         out["seconds"] = time.perf_counter() - t0
     finally:
         torch.set_num_threads(threads)  # the caller's setting again, even after an error
@@ -90,6 +92,21 @@ def training_seconds(result: dict) -> float:
     epochs (not the evaluations and width sweeps, which the individual networks do not have)."""
     return float(sum(e["train_seconds"] + e["strategy"].get("teacher_seconds", 0.0)
                      + e["strategy"].get("recon_seconds", 0.0) for e in result["experiences"]))
+
+
+def paced_ratio(neumeta_seconds: float, teacher_fit_seconds: float, individual_seconds: float,
+                individual_full_seconds: float) -> float:
+    """The training-time ratio with each side counted in its own full-width networks.
+
+    NeuMeta's teachers and the individual full-width networks train the same network the same
+    way (widths, epochs, batch, optimizer, threads), but in two phases of the run, one after the
+    other. If the machine runs at another speed in one phase (it does: shared hosts drift by 20%
+    or more over minutes), the plain ratio moves with it. Dividing each side by its full-width
+    networks' seconds cancels a speed that is constant within each phase:
+
+        (neumeta_seconds / teacher_fit_seconds) / (individual_seconds / individual_full_seconds)
+    """
+    return (neumeta_seconds / teacher_fit_seconds) / (individual_seconds / individual_full_seconds)
 
 
 def figures(results: list[dict], individuals: list[dict], seconds_per_seed: list[float]) -> dict:
@@ -130,6 +147,15 @@ def figures(results: list[dict], individuals: list[dict], seconds_per_seed: list
         "under_20_min_per_seed": bool(np.mean(seconds_per_seed) < 20 * 60),
     }
     ratio = round(sum(map(training_seconds, results)) / sum(i["seconds"] for i in individuals), 3)
+    paced = None  # runs from before the timings it needs were recorded have none
+    # The yardstick: a full-width network's epoch, in each phase (teachers may train fewer epochs).
+    fits = [e["strategy"].get("teacher_fit_seconds", 0.0) / max(1, r["config"]["strategy"]["teacher_epochs"])
+            * r["config"]["train"]["epochs"] for r in results for e in r["experiences"]]
+    if 1.0 in fractions and all(fits) and all("seconds_by_width" in i for i in individuals):
+        full_k = fractions.index(1.0)
+        paced = round(paced_ratio(sum(map(training_seconds, results)), sum(fits),
+                                  sum(i["seconds"] for i in individuals),
+                                  sum(i["seconds_by_width"][full_k] for i in individuals)), 3)
     return {
         "acc_full": round(acc_full, 4),
         "acc_full_upper": round(full["individual"], 4),
@@ -143,6 +169,7 @@ def figures(results: list[dict], individuals: list[dict], seconds_per_seed: list
         "gen_ms_full": round(full["gen_ms"], 2),
         "minutes_per_seed": round(float(np.mean(seconds_per_seed)) / 60, 2),
         "train_time_ratio": ratio,
+        "train_time_ratio_paced": paced,
         "train_time_same_run": not any(i.get("reused") for i in individuals),
         "seeds": len(results),
         "stream": f"{results[0]['stream']['name']} ({results[0]['stream']['scenario']}-incremental)",
