@@ -100,8 +100,8 @@ def paced_ratio(neumeta_seconds: float, teacher_fit_seconds: float, individual_s
 
     NeuMeta's teachers and the individual full-width networks train the same network the same
     way (widths, epochs, batch, optimizer, threads), but in two phases of the run, one after the
-    other. If the machine runs at another speed in one phase (it does: shared hosts drift by 20%
-    or more over minutes), the plain ratio moves with it. Dividing each side by its full-width
+    other. If the machine runs at another speed in one phase (shared hosts do), the plain ratio
+    moves with it. Dividing each side by its full-width
     networks' seconds cancels a speed that is constant within each phase:
 
         (neumeta_seconds / teacher_fit_seconds) / (individual_seconds / individual_full_seconds)
@@ -114,7 +114,8 @@ def figures(results: list[dict], individuals: list[dict], seconds_per_seed: list
 
     ``train_time_ratio``: NeuMeta's training seconds (``training_seconds``) over those of the
     individual networks it replaces, summed over seeds. It is only a fair ratio when both were
-    trained in the same run (``train_time_same_run``: no individuals reused with --baselines)."""
+    trained in the same run (``train_time_same_run``: no individuals reused with --baselines).
+    ``train_time_ratio_paced``: the same with each side over its full-width networks (``paced_ratio``)."""
     from neumeta_cl.metrics import backward_transfer
 
     rows = {}
