@@ -285,7 +285,7 @@ def test_neumeta_widths_script_quick(tmp_path):
     assert last["acc_full_upper"] > 0.85 and last["acc_full"] > 0.6  # a smoke run: learnt, above chance
     assert 0 < last["gen_ms_full"] < 1000
     assert neumeta_widths.render(figs).row_count == len(last["acc_by_width"])
-    # the paced ratio has each side's full-width training as its yardstick: a number, near the plain one
+    # the paced ratio, each side over its full-width training: recorded, positive, of the plain one's order
     ind = saved["individuals"][0]
     assert len(ind["seconds_by_width"]) == 5 and sum(ind["seconds_by_width"]) <= ind["seconds"]
     assert 0 < last["train_time_ratio_paced"] < 5 * last["train_time_ratio"]

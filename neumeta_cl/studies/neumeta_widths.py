@@ -101,8 +101,8 @@ def paced_ratio(neumeta_seconds: float, teacher_fit_seconds: float, individual_s
     NeuMeta's teachers and the individual full-width networks train the same network the same
     way (widths, epochs, batch, optimizer, threads), but in two phases of the run, one after the
     other. If the machine runs at another speed in one phase (shared hosts do), the plain ratio
-    moves with it. Dividing each side by its full-width
-    networks' seconds cancels a speed that is constant within each phase:
+    moves with it. Dividing each side by its full-width networks' seconds cancels a speed that is
+    constant within each phase:
 
         (neumeta_seconds / teacher_fit_seconds) / (individual_seconds / individual_full_seconds)
     """
@@ -147,15 +147,16 @@ def figures(results: list[dict], individuals: list[dict], seconds_per_seed: list
         "gen_full_under_100ms": bool(full["gen_ms"] < 100),
         "under_20_min_per_seed": bool(np.mean(seconds_per_seed) < 20 * 60),
     }
-    ratio = round(sum(map(training_seconds, results)) / sum(i["seconds"] for i in individuals), 3)
+    neumeta_seconds = sum(map(training_seconds, results))
+    individual_seconds = sum(i["seconds"] for i in individuals)
+    ratio = round(neumeta_seconds / individual_seconds, 3)
     paced = None  # runs from before the timings it needs were recorded have none
     # The yardstick: a full-width network's epoch, in each phase (teachers may train fewer epochs).
     fits = [e["strategy"].get("teacher_fit_seconds", 0.0) / max(1, r["config"]["strategy"]["teacher_epochs"])
             * r["config"]["train"]["epochs"] for r in results for e in r["experiences"]]
     if 1.0 in fractions and all(fits) and all("seconds_by_width" in i for i in individuals):
         full_k = fractions.index(1.0)
-        paced = round(paced_ratio(sum(map(training_seconds, results)), sum(fits),
-                                  sum(i["seconds"] for i in individuals),
+        paced = round(paced_ratio(neumeta_seconds, sum(fits), individual_seconds,
                                   sum(i["seconds_by_width"][full_k] for i in individuals)), 3)
     return {
         "acc_full": round(acc_full, 4),
