@@ -6,7 +6,7 @@
 
 ``neumeta_cl.studies.router_probe``: the classifier trains as inside a ``routing=router`` run, without
 the generator, so a router variant costs minutes. For every width: the mean over experiences of the
-fraction of test inputs sent to the right task, with and without the task offsets. The last line is JSON.
+fraction of test inputs sent to the right task, with and without the class offsets. The last line is JSON.
 """
 
 from __future__ import annotations

@@ -64,7 +64,7 @@ class NeuMetaGenerator(nn.Module):
         self.routing = routing if self.infers_task else None
         self.task_classifier: nn.Module | None = None
         # Per width, what is measured on the memory after each experience: the task classifier's
-        # BatchNorm statistics and its head's bias with the task offsets (``hypernet.routing``).
+        # BatchNorm statistics and its head's bias with the class offsets (``hypernet.routing``).
         self.classifier_state: dict[tuple, dict] = {}
         self.calibration: list[list[float]] = []
         full = layout.shapes(layout.widths, max(heads, default=1))
@@ -276,7 +276,7 @@ class NeuMetaGenerator(nn.Module):
 
     def classifier_at(self, widths) -> nn.Module:
         """The task classifier at ``widths``: an ordinary module, with that width's BatchNorm
-        statistics and task offsets (measured for every uniformly scaled width after each experience)."""
+        statistics and class offsets (measured for every uniformly scaled width after each experience)."""
         widths = self.layout.check_widths(widths)
         statistics = self.classifier_state.get(widths)
         if statistics is None and has_batchnorm(self.task_classifier):

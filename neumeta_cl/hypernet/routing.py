@@ -11,8 +11,8 @@ scores over all classes, in one of three ways (``strategy.routing``):
   and the score of class ``c`` of task ``k`` is ``log p(k | x) + log p_k(c | x)``: the task
   network decides within its task. A classifier trained on a stream with a small memory favours
   some tasks over others (the newest one, or the old ones); after each experience one offset per
-  task, ``log p(k | x) + b_k``, is fitted on the memory for every width (``fit_task_offsets``, in
-  the manner of BiC's bias correction, Wu et al. 2019) and folded into the head's bias.
+  seen class is fitted on the memory for every width (``fit_class_offsets``, in the manner of BiC's
+  bias correction, Wu et al. 2019) and added to the head's bias.
 - ``calibrated``: each task network's logits get a scale and a shift, ``a_k z_k + b_k``, fitted on
   the memory so that one softmax over all of them is right (2 numbers per task).
 - ``entropy``: the task network with the lowest predictive entropy answers (von Oswald et al.'s
@@ -68,36 +68,31 @@ def task_log_probs(router_logits: torch.Tensor, classes: Sequence[Sequence[int]]
     return torch.stack([part.logsumexp(1) for part in logp.split(sizes, 1)], 1)
 
 
-def fit_task_offsets(router_logits: torch.Tensor, y: torch.Tensor, classes: Sequence[Sequence[int]],
-                     steps: int = 100) -> torch.Tensor:
-    """One offset per task, ``b``, minimising the cross-entropy of the task ``log p(k | x) + b_k``
-    on labelled samples (the memory): L-BFGS from 0, ``b`` centred (a common shift changes nothing).
-    Adding ``b_k`` to the logits of every class of task ``k`` (``offset_head_bias_``) gives exactly
-    these task scores, up to a per-row constant."""
-    task_of = torch.full((int(router_logits.shape[1]),), -1, dtype=torch.long)
-    for k, cls in enumerate(classes):
-        task_of[torch.as_tensor(list(cls))] = k
-    target = task_of[y.cpu()].to(router_logits.device)
-    logp = task_log_probs(router_logits.detach(), classes)
-    b = torch.zeros(len(classes), device=logp.device, requires_grad=True)
+def fit_class_offsets(router_logits: torch.Tensor, y: torch.Tensor, classes: Sequence[Sequence[int]],
+                      steps: int = 100) -> torch.Tensor:
+    """One offset per seen class, ``b``, minimising the cross-entropy of ``router_logits + b`` over
+    the seen classes on labelled samples (the memory): L-BFGS from 0, centred (a common shift changes
+    nothing); 0 for classes not seen yet. Added to the head's bias. A per-task offset (BiC's bias
+    correction, Wu et al. 2019, per task) is the special case of equal offsets within a task; one per
+    class also corrects the router's bias between classes of one task, which moves ``p(k | x)`` too."""
+    seen = torch.as_tensor([c for cls in classes for c in cls], device=router_logits.device)
+    lookup = torch.full((int(router_logits.shape[1]),), -1, dtype=torch.long, device=router_logits.device)
+    lookup[seen] = torch.arange(len(seen), device=router_logits.device)
+    target = lookup[y.to(router_logits.device)]
+    logits = router_logits.detach()[:, seen]
+    b = torch.zeros(len(seen), device=logits.device, requires_grad=True)
     opt = torch.optim.LBFGS([b], max_iter=steps, line_search_fn="strong_wolfe")
 
     def closure():
         opt.zero_grad()
-        loss = nn.functional.cross_entropy(logp + b, target)
+        loss = nn.functional.cross_entropy(logits + b, target)
         loss.backward()
         return loss
 
     opt.step(closure)
-    return (b - b.mean()).detach()
-
-
-@torch.no_grad()
-def offset_head_bias_(bias: torch.Tensor, offsets: torch.Tensor, classes: Sequence[Sequence[int]]) -> torch.Tensor:
-    """In place: the logits of task ``k``'s classes move by ``offsets[k]``."""
-    for k, cls in enumerate(classes):
-        bias[torch.as_tensor(list(cls), device=bias.device)] += offsets[k]
-    return bias
+    out = torch.zeros(router_logits.shape[1], device=logits.device)
+    out[seen] = (b - b.mean()).detach()
+    return out
 
 
 def route_by_router(router_logits: torch.Tensor, logits: Sequence[torch.Tensor], classes: Sequence[Sequence[int]],

@@ -45,7 +45,7 @@ def has_batchnorm(net: nn.Module) -> bool:
 def narrowed(layout: TargetLayout, net: nn.Module, widths, statistics: dict | None = None) -> nn.Module:
     """The ordinary network of ``widths`` inside the slimmable ``net`` (a copy, in eval mode), with
     that width's measured ``statistics`` in place of the shared values (``batchnorm_statistics``,
-    and the head's bias with the task offsets: ``hypernet.routing.fit_task_offsets``)."""
+    and the head's bias with the class offsets: ``hypernet.routing.fit_class_offsets``)."""
     widths = layout.check_widths(widths)
     small = layout.build(widths, net.head.linear.out_features, batchnorm=has_batchnorm(net))
     state = {k: v.clone() for k, v in slice_state(net.state_dict(), widths).items()}

@@ -6,7 +6,7 @@ current experience and a small memory with ER-ACE's loss (Caccia et al. 2022), a
 together (the sandwich rule), so it answers at every width the generator serves; with ``distill``
 > 0 the narrower two also learn the full width's predictions (inplace distillation, Yu & Huang
 2019, US-Nets). After each
-experience ``measure_widths`` gives every width its BatchNorm statistics and task offsets.
+experience ``measure_widths`` gives every width its BatchNorm statistics and class offsets.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from torch import nn
 from torch.func import functional_call
 
 from neumeta_cl.hypernet.layout import TargetLayout  # noqa: F401  (type of self.layout)
-from neumeta_cl.hypernet.routing import fit_task_offsets, offset_head_bias_
+from neumeta_cl.hypernet.routing import fit_class_offsets
 from neumeta_cl.hypernet.slimmable import STATISTICS, batchnorm_statistics, has_batchnorm, narrowed, slice_state
 from neumeta_cl.runner.checkpoint import python_rng_state, set_python_rng_state
 from neumeta_cl.strategies.er_ace import ERACE
@@ -83,8 +83,8 @@ def distillation(logits: torch.Tensor, teacher_log_probs: torch.Tensor) -> torch
 def measure_widths(layout: TargetLayout, net: nn.Module, x: torch.Tensor, y: torch.Tensor,
                    classes) -> dict[tuple, dict]:
     """For every uniformly scaled width, on the memory ``(x, y)``: the slimmable classifier's
-    BatchNorm statistics (US-Nets' calibration), then one offset per task (``classes[k]``: task
-    ``k``'s classes) folded into its head's bias (``hypernet.routing.fit_task_offsets``). The
+    BatchNorm statistics (US-Nets' calibration), then one offset per seen class (``classes[k]``: task
+    ``k``'s classes) added to its head's bias (``hypernet.routing.fit_class_offsets``). The
     values ``narrowed`` puts in place of the shared ones, per width."""
     top = layout.widths[0]
     state = {}
@@ -93,7 +93,7 @@ def measure_widths(layout: TargetLayout, net: nn.Module, x: torch.Tensor, y: tor
         small = narrowed(layout, net, w, measured)
         logits = torch.cat([small(x[s: s + 1024]) for s in range(0, len(x), 1024)])
         with torch.enable_grad():
-            offsets = fit_task_offsets(logits, y, classes)
-        measured["head.linear.bias"] = offset_head_bias_(small.head.linear.bias.clone(), offsets, classes)
+            offsets = fit_class_offsets(logits, y, classes)
+        measured["head.linear.bias"] = small.head.linear.bias + offsets
         state[w] = measured
     return state

@@ -4,10 +4,10 @@
 experience, runs the same code a ``neumeta`` run with ``routing=router`` runs for its router: the
 new task is added, the memory takes the experience, and ``NeuMeta._train_router`` trains the
 slimmable task classifier (ER-ACE, the sandwich rule, ``strategy.router_epochs``) and measures
-every width's BatchNorm statistics and task offsets. What a run does besides (teachers, the INR)
+every width's BatchNorm statistics and class offsets. What a run does besides (teachers, the INR)
 is left out, so the router sees the same data in the same order but other random draws. After the
 stream it reports, at every width, the fraction of each experience's test inputs sent to the right
-task, with and without the task offsets (``hypernet.routing.fit_task_offsets``). It takes minutes
+task, with and without the class offsets (``hypernet.routing.fit_class_offsets``). It takes minutes
 where a NeuMeta run takes most of an hour, so it is the loop to try a router in;
 ``scripts/router_probe.py`` is its command line.
 """
