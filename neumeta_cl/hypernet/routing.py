@@ -60,9 +60,27 @@ def route_by_entropy(logits: Sequence[torch.Tensor], classes: Sequence[Sequence[
     return out
 
 
+def _seen(classes: Sequence[Sequence[int]], device) -> torch.Tensor:
+    """Every task's classes, task by task: the router's columns that routing reads."""
+    return torch.as_tensor([c for cls in classes for c in cls], device=device)
+
+
+def _fit_cross_entropy(params: list[torch.Tensor], scores, target: torch.Tensor, steps: int) -> None:
+    """L-BFGS on ``params`` (in place) against the cross-entropy of ``scores()`` with ``target``."""
+    opt = torch.optim.LBFGS(params, max_iter=steps, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(scores(), target)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+
+
 def task_log_probs(router_logits: torch.Tensor, classes: Sequence[Sequence[int]]) -> torch.Tensor:
     """log p(k | x) = log sum_{c in classes[k]} softmax(router_logits over the seen classes)_c."""
-    seen = torch.as_tensor([c for cls in classes for c in cls], device=router_logits.device)
+    seen = _seen(classes, router_logits.device)
     logp = router_logits[:, seen].log_softmax(1)
     sizes = [len(cls) for cls in classes]
     return torch.stack([part.logsumexp(1) for part in logp.split(sizes, 1)], 1)
@@ -75,21 +93,13 @@ def fit_class_offsets(router_logits: torch.Tensor, y: torch.Tensor, classes: Seq
     nothing); 0 for classes not seen yet. Added to the head's bias. A per-task offset (BiC's bias
     correction, Wu et al. 2019, per task) is the special case of equal offsets within a task; one per
     class also corrects the router's bias between classes of one task, which moves ``p(k | x)`` too."""
-    seen = torch.as_tensor([c for cls in classes for c in cls], device=router_logits.device)
+    seen = _seen(classes, router_logits.device)
     lookup = torch.full((int(router_logits.shape[1]),), -1, dtype=torch.long, device=router_logits.device)
     lookup[seen] = torch.arange(len(seen), device=router_logits.device)
     target = lookup[y.to(router_logits.device)]
     logits = router_logits.detach()[:, seen]
     b = torch.zeros(len(seen), device=logits.device, requires_grad=True)
-    opt = torch.optim.LBFGS([b], max_iter=steps, line_search_fn="strong_wolfe")
-
-    def closure():
-        opt.zero_grad()
-        loss = nn.functional.cross_entropy(logits + b, target)
-        loss.backward()
-        return loss
-
-    opt.step(closure)
+    _fit_cross_entropy([b], lambda: logits + b, target, steps)
     out = torch.zeros(router_logits.shape[1], device=logits.device)
     out[seen] = (b - b.mean()).detach()
     return out
@@ -116,15 +126,7 @@ def fit_calibration(logits: Sequence[torch.Tensor], y: torch.Tensor, classes: Se
     logits = [lg.detach() for lg in logits]
     scale = torch.ones(len(logits), requires_grad=True)
     shift = torch.zeros(len(logits), requires_grad=True)
-    opt = torch.optim.LBFGS([scale, shift], max_iter=steps, line_search_fn="strong_wolfe")
-
-    def closure():
-        opt.zero_grad()
-        loss = nn.functional.cross_entropy(route_calibrated(logits, classes, n_classes, scale, shift), y)
-        loss.backward()
-        return loss
-
-    opt.step(closure)
+    _fit_cross_entropy([scale, shift], lambda: route_calibrated(logits, classes, n_classes, scale, shift), y, steps)
     return scale.detach(), shift.detach()
 
 
