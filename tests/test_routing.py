@@ -22,15 +22,31 @@ def test_task_log_probs_sum_the_router_softmax_over_each_task():
     assert logp.exp().tolist()[0] == pytest.approx([0.8, 0.2])
 
 
-def test_route_by_router_is_a_joint_distribution_over_seen_classes():
+def test_route_by_router_multiplies_the_router_and_the_task_network_and_renormalises():
     torch.manual_seed(0)
     router, a, b = torch.randn(6, 5), torch.randn(6, 2), torch.randn(6, 2)
     scores = route_by_router(router, [a, b], [[0, 3], [1, 4]], n_classes=5)
     assert torch.isinf(scores[:, 2]).all()  # no task has class 2
     assert scores.exp().sum(1).tolist() == pytest.approx([1.0] * 6)
-    task = task_log_probs(router, [[0, 3], [1, 4]])
-    # class 3 is task 0's second class: p(task 0) * p_0(second class)
-    assert scores[:, 3] == pytest.approx(task[:, 0] + a.log_softmax(1)[:, 1])
+    seen = router[:, [0, 3, 1, 4]].softmax(1)  # p_r over the seen classes, in task order
+    product = torch.cat([seen[:, :2] * a.softmax(1), seen[:, 2:] * b.softmax(1)], 1)
+    expected = product / product.sum(1, keepdim=True)
+    assert scores[:, [0, 3, 1, 4]].exp() == pytest.approx(expected, abs=1e-6)
+
+
+def test_route_by_router_lets_each_expert_decide_where_the_other_is_unsure():
+    classes = [[0, 1], [2, 3]]
+    sure, unsure = torch.tensor([[4.0, 0.0]]), torch.zeros(1, 2)
+    # The router splits task 0 evenly between its classes; the task network picks class 1.
+    router = torch.tensor([[2.0, 2.0, 0.0, 0.0]])
+    assert route_by_router(router, [sure.flip(1), unsure], classes, 4).argmax(1).item() == 1
+    # A task network at chance (uniform): the router's own class posterior decides within the task.
+    router = torch.tensor([[1.0, 3.0, 0.0, 0.0]])
+    assert route_by_router(router, [unsure, unsure], classes, 4).argmax(1).item() == 1
+    # Summed over a task's classes, the answer keeps the router's task probability when the task
+    # networks are at chance: p(task 0) = (e + e^3) / (e + e^3 + 2).
+    p0 = route_by_router(router, [unsure, unsure], classes, 4)[0, :2].exp().sum().item()
+    assert p0 == pytest.approx(task_log_probs(router, classes)[0, 0].exp().item(), abs=1e-6)
 
 
 def test_calibration_fixes_an_overconfident_task_network():
