@@ -82,12 +82,15 @@ def _fit_cross_entropy(params: list[torch.Tensor], scores, target: torch.Tensor,
     opt.step(closure)
 
 
+def _router_log_probs(router_logits: torch.Tensor, classes: Sequence[Sequence[int]]) -> tuple[torch.Tensor, ...]:
+    """log p_r(c | x), the router's log-softmax over the seen classes, split task by task."""
+    seen = _seen(classes, router_logits.device)
+    return router_logits[:, seen].log_softmax(1).split([len(cls) for cls in classes], 1)
+
+
 def task_log_probs(router_logits: torch.Tensor, classes: Sequence[Sequence[int]]) -> torch.Tensor:
     """log p(k | x) = log sum_{c in classes[k]} softmax(router_logits over the seen classes)_c."""
-    seen = _seen(classes, router_logits.device)
-    logp = router_logits[:, seen].log_softmax(1)
-    sizes = [len(cls) for cls in classes]
-    return torch.stack([part.logsumexp(1) for part in logp.split(sizes, 1)], 1)
+    return torch.stack([part.logsumexp(1) for part in _router_log_probs(router_logits, classes)], 1)
 
 
 def fit_class_offsets(router_logits: torch.Tensor, y: torch.Tensor, classes: Sequence[Sequence[int]],
@@ -114,8 +117,7 @@ def route_by_router(router_logits: torch.Tensor, logits: Sequence[torch.Tensor],
     """Log-probabilities over all ``n_classes``: ``log p_r(c | x) + log_softmax(logits[k])_c`` for
     class ``c`` of task ``k``, renormalised (the router's softmax over the seen classes times task
     ``k``'s softmax over its own); -inf for classes no task has."""
-    seen = _seen(classes, router_logits.device)
-    router_logp = router_logits[:, seen].log_softmax(1).split([len(cls) for cls in classes], 1)
+    router_logp = _router_log_probs(router_logits, classes)
     scores = _scatter([r + lg.log_softmax(1) for r, lg in zip(router_logp, logits)], classes, n_classes)
     return scores.log_softmax(1)
 
