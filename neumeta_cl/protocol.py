@@ -137,12 +137,13 @@ class ExperienceRecord:
     strategy_morphs: list[dict] = field(default_factory=list)  # the strategy's own (StrategyReport.morphs)
     # -- NeuMeta's width sweep --------------------------------------------------------------
     widths_eval: list[dict] | None = None
+    budget_eval: list[dict] | None = None  # class-incremental with a task classifier: the same budgets, split
     generator: str | None = None
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["morphs"] = d["morphs"] + d.pop("strategy_morphs")  # results.json keeps one list
-        for key in ("widths_eval", "generator"):  # only NeuMeta runs have them
+        for key in ("widths_eval", "budget_eval", "generator"):  # only NeuMeta runs have them
             if d[key] is None:
                 del d[key]
         return d

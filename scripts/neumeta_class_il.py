@@ -9,7 +9,9 @@
 ACC of every strategy and, for the NeuMeta variants, ACC of the routed networks at every width of
 their width sweep (``neumeta_cl.studies.neumeta_class_il``). A rerun resumes or skips finished runs.
 The last line is JSON: acc_classil ({strategy: [mean, std]}), acc_classil_by_width
-({strategy: {fraction: [mean, std]}}), memory_samples and targets.
+({strategy: {fraction: [mean, std]}}), acc_classil_by_budget (the same with each width's parameters
+split between the task classifier and the task networks; split_by_budget: their widths),
+memory_samples and targets.
 """
 
 from __future__ import annotations

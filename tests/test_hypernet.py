@@ -12,7 +12,8 @@ from torch import nn
 
 from neumeta_cl.errors import ConfigError
 from neumeta_cl.hypernet.coords import N_COORDS, encode, encoded_dim, fourier_features, jitter, weight_queries
-from neumeta_cl.hypernet.generator import NeuMetaGenerator, Request, widths_for_budget
+from neumeta_cl.hypernet.budget import widths_for_budget
+from neumeta_cl.hypernet.generator import NeuMetaGenerator, Request
 from neumeta_cl.hypernet.inr import WeightINR
 from neumeta_cl.hypernet.layout import TargetLayout
 from neumeta_cl.hypernet.smoothing import (

@@ -184,9 +184,48 @@ def test_neumeta_router_run_on_class_incremental_digits(tmp_path):
     stream = build_stream_from(cfg)
     quarter = {r["fraction"]: r for r in data["experiences"][-1]["widths_eval"]}[0.25]
     assert [tensor_accuracy(router, e.x, e.y) for e in stream.test] == pytest.approx(quarter["accuracy"], abs=1e-9)
+    # the same parameters as a budget: trained down to 25% only, the split cannot narrow the task
+    # networks, so the 25% budget deploys the 25% networks; the record is what router(budget=) gives
+    budgets = {r["fraction"]: r for r in data["experiences"][-1]["budget_eval"]}
+    assert budgets[0.25]["budget"] == {"params": quarter["params"]} and budgets[0.25]["params"] <= quarter["params"]
+    assert budgets[0.25]["classifier_widths"] == budgets[0.25]["task_widths"] == list(g.layout.at_fraction(0.25))
+    split = g.router(budget=budgets[0.25]["budget"])
+    assert [tensor_accuracy(split, e.x, e.y) for e in stream.test] == pytest.approx(budgets[0.25]["accuracy"], abs=1e-9)
     # the task classifier learnt something of the stream from its memory of 100 (chance: 0.1)
     classifier_acc = np.mean([tensor_accuracy(g.classifier_at(g.layout.widths), e.x, e.y) for e in stream.test])
     assert classifier_acc > 0.2, classifier_acc  # 0.27 measured: this classifier is still weak (README)
+
+
+def test_the_task_classifier_trains_apart_from_the_generators_widths(tmp_path):
+    """Training the generator down to 12.5% (with the classifier kept at 25% and up) leaves the
+    classifier bit for bit as it is beside a generator trained down to 25%: its training reads
+    nothing of the INR's, so saved classifiers and generators of the same seed can be recombined.
+    The budget split then gives the 25% deployment's parameters to a wider classifier."""
+    from neumeta_cl.config import load
+    from neumeta_cl.hypernet import load_generator
+    from neumeta_cl.run import run_continual
+
+    def run(name, *extra):
+        cfg = load(["benchmark=split_digits", "benchmark.scenario=class", "benchmark.n_experiences=2", "model=cnn",
+                    "model.channels=[16,32]", "strategy=neumeta", "strategy.routing=router", "strategy.buffer_size=60",
+                    "strategy.hidden=16", "strategy.task_dim=4", "strategy.recon_steps=5", "strategy.teacher_epochs=1",
+                    "strategy.router_epochs=2", "strategy.eval_fractions=[0.25]", "strategy.widths_unseen=[]",
+                    "train.optimizer=adam", "train.lr=0.003", "train.epochs=1", "train.batch_size=64",
+                    "metrics.lca_beta=0", "metrics.curve_every_n_steps=0", f"output_dir={tmp_path}", f"run_name={name}",
+                    "train.progress_bar=false", "logger.mode=disabled", "train.threads=1", *extra])
+        data = json.loads(run_continual(cfg).results_path.read_text())
+        return data, load_generator(data["experiences"][-1]["generator"])
+
+    _, quarter = run("quarter")
+    data, eighth = run("eighth", "strategy.min_width=0.125", "strategy.router_min_width=0.25",
+                       "strategy.eval_fractions=[0.125,0.25]")
+    a, b = quarter.task_classifier.state_dict(), eighth.task_classifier.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not torch.equal(quarter.inr.stem.weight, eighth.inr.stem.weight)  # the generators did differ
+    # 12.5%'s parameters are too few for the 25% classifier beside any task networks: no budget row
+    assert [r["fraction"] for r in data["experiences"][-1]["budget_eval"]] == [0.25]
+    row = data["experiences"][-1]["budget_eval"][0]
+    assert row["task_widths"] == [2, 4] and row["classifier_widths"][0] > 4 and row["params"] <= row["budget"]["params"]
 
 
 def test_router_state_round_trip_relinks_the_task_classifier():
@@ -235,20 +274,28 @@ def _roundtrip(state):
 def test_class_il_figures_from_results():
     from neumeta_cl.studies.neumeta_class_il import figures, missed_targets
 
-    def run(acc, widths=None, memory=None):
+    def run(acc, widths=None, memory=None, budget=None):
         last = {"strategy": {} if memory is None else {"memory_samples": memory}}
         if widths:
             last["widths_eval"] = [{"fraction": f, "acc_seen": a} for f, a in widths.items()]
+        if budget:
+            last["budget_eval"] = [{"fraction": f, "acc_seen": a, "classifier_widths": [f * 8, f * 16],
+                                    "task_widths": [2, 4], "params": int(f * 1000)} for f, a in budget.items()]
         return {"metrics": {"acc": acc}, "experiences": [last]}
 
     figs = figures({"replay": [run(0.60), run(0.70)],
-                    "neumeta_router": [run(0.70, {0.25: 0.66, 0.5: 0.69, 1.0: 0.70}, 500),
-                                       run(0.66, {0.25: 0.60, 0.5: 0.65, 1.0: 0.66}, 500)]})
+                    "neumeta_router": [run(0.70, {0.25: 0.66, 0.5: 0.69, 1.0: 0.70}, 500,
+                                           {0.25: 0.69, 0.5: 0.70, 1.0: 0.70}),
+                                       run(0.66, {0.25: 0.60, 0.5: 0.65, 1.0: 0.66}, 500,
+                                           {0.25: 0.64, 0.5: 0.66, 1.0: 0.66})]})
     assert figs["acc_classil"]["replay"] == [0.65, pytest.approx(0.0707, abs=1e-4)]
     assert figs["acc_classil_by_width"]["neumeta_router"]["0.25"][0] == pytest.approx(0.63)
+    assert figs["acc_classil_by_budget"]["neumeta_router"]["0.25"][0] == pytest.approx(0.665)
+    assert figs["split_by_budget"]["neumeta_router"]["0.5"] == [[4.0, 8.0], [2, 4], 500]
     assert figs["memory_samples"] == {"neumeta_router": 500}
-    # full width 0.68 >= replay 0.65; 25% is 5 points below full width
-    assert figs["targets"] == {"neumeta_router_at_least_replay": True, "neumeta_router_narrow_within_3pt": False}
+    # full width 0.68 >= replay 0.65; 25% is 5 points below full width, its budget split 1.5
+    assert figs["targets"] == {"neumeta_router_at_least_replay": True, "neumeta_router_narrow_within_3pt": False,
+                               "neumeta_router_narrow_budget_within_3pt": True}
     assert missed_targets(figs) == ["neumeta_router_narrow_within_3pt"]
 
 
@@ -257,6 +304,7 @@ def test_class_il_figures_from_results():
     ("strategy.router_epochs=0", "strategy.router_epochs must be at least 1, got 0."),
     ("strategy.router_distill=-1", "strategy.router_distill must be non-negative, got -1."),
     ("strategy.buffer_size=0", "strategy.buffer_size must be"),
+    ("strategy.router_min_width=0", "strategy.router_min_width must be in (0, 1] (or null for min_width), got 0."),
 ])
 @pytest.mark.parametrize("scenario", ["class", "task"])
 def test_bad_routing_input_is_one_sentence_and_exit_2(tmp_path, capsys, override, message, scenario):

@@ -22,6 +22,7 @@ from torch import nn
 from torch.func import functional_call
 
 from neumeta_cl.errors import ConfigError
+from neumeta_cl.hypernet.budget import split_for_budget, widths_for_budget
 from neumeta_cl.hypernet.coords import Queries, jitter, weight_queries
 from neumeta_cl.hypernet.inr import WeightINR
 from neumeta_cl.hypernet.layout import TargetLayout
@@ -42,13 +43,17 @@ class Request:
 class NeuMetaGenerator(nn.Module):
     # The INR's sizes have no defaults here: they live in configs/strategy/neumeta.yaml.
     def __init__(self, layout: TargetLayout, heads: list[int], *, hidden: int, n_blocks: int, n_freqs: int,
-                 layer_dim: int, task_dim: int, film: bool, precision: str = "float32",
-                 classes: list[list[int]] | None = None, n_classes: int | None = None, routing: str = "entropy"):
+                 layer_dim: int, task_dim: int, film: bool, precision: str = "float32", min_width: float | None = None,
+                 router_min_width: float | None = None, classes: list[list[int]] | None = None,
+                 n_classes: int | None = None, routing: str = "entropy"):
         super().__init__()
         if precision not in PRECISIONS:
             raise ConfigError(f"Unknown INR precision '{precision}'; valid precisions are: {', '.join(PRECISIONS)}.")
         self.arch = {"hidden": hidden, "n_blocks": n_blocks, "n_freqs": n_freqs, "layer_dim": layer_dim,
-                     "task_dim": task_dim, "film": film, "precision": precision}
+                     "task_dim": task_dim, "film": film, "precision": precision,
+                     # the narrowest widths trained, fractions of the full one (None: unknown; the task
+                     # classifier's: as the generator's); deployments within a budget never go below them
+                     "min_width": min_width, "router_min_width": router_min_width}
         self.layout, self.heads = layout, list(heads)
         # Class-incremental use: the global classes each task's outputs stand for, and how many
         # classes there are in all (``router``). None for task-incremental use.
@@ -255,22 +260,40 @@ class NeuMetaGenerator(nn.Module):
         return net.eval()
 
     @torch.no_grad()
-    def router(self, widths=None, *, fraction: float | None = None, samples: int = 1,
+    def router(self, widths=None, *, fraction: float | None = None, budget: dict | None = None, samples: int = 1,
                noise: float = 0.0) -> TaskRouter:
-        """Class-incremental deployment: every task's network at ``widths`` (or ``fraction`` of the
-        full width), behind a ``TaskRouter`` that infers each input's task (an ordinary module; with
-        ``routing: router`` it holds a copy of the small task classifier, the same at every width)."""
+        """Class-incremental deployment: every task's network behind a ``TaskRouter`` that infers
+        each input's task (an ordinary module; with ``routing: router`` it holds the small task
+        classifier, slimmable: ``hypernet.slimmable``).
+
+        ``widths`` or ``fraction`` of the full width: every network, the classifier included, at
+        that width. ``budget`` ({"params": n} and/or {"flops": n} per sample, over the whole
+        deployment): the classifier as wide as leaves the task networks their narrowest trained
+        width, then the task networks as wide as the rest allows (``hypernet.budget``)."""
         if not self.infers_task:
             raise ConfigError("router() needs a generator trained on a class-incremental stream; for a "
                               "task-incremental one, generate(task, ...) gives each task's network.")
         if not self.heads:
             raise ConfigError("This generator has no tasks yet; train it on at least one experience.")
-        nets = [self.generate(k, widths, fraction=fraction, samples=samples, noise=noise)
-                for k in range(len(self.heads))]
+        if sum(v is not None for v in (widths, fraction, budget)) > 1:
+            raise ConfigError("Give at most one of widths, fraction or budget.")
+        classifier_widths = None
+        if budget is not None:
+            classifier = self.routing == "router"
+            classifier_widths, widths = split_for_budget(
+                self.layout, self.heads, budget, min_width=self.arch.get("min_width"),
+                classifier_min_width=self.arch.get("router_min_width") or self.arch.get("min_width"),
+                classifier_classes=self.n_classes if classifier else None,
+                classifier_batchnorm=classifier and has_batchnorm(self.task_classifier))
+        elif fraction is not None:
+            if not 0 < fraction <= 1:
+                raise ConfigError(f"fraction must be in (0, 1], got {fraction}.")
+            widths = self.layout.at_fraction(fraction)
+        widths = self.layout.check_widths(widths if widths is not None else self.layout.widths)
+        nets = [self.generate(k, widths, samples=samples, noise=noise) for k in range(len(self.heads))]
         router = None
-        if self.routing == "router":  # the task classifier at the same width: slimmable, see hypernet.slimmable
-            chosen = self.layout.at_fraction(fraction) if fraction is not None else (widths or self.layout.widths)
-            router = self.classifier_at(chosen)
+        if self.routing == "router":
+            router = self.classifier_at(classifier_widths or widths)
         return TaskRouter(nets, self.classes, self.n_classes, self.routing, router,
                           self.calibration_tensor() if self.routing == "calibrated" else None).eval()
 
@@ -338,31 +361,3 @@ def load_generator(path) -> NeuMetaGenerator:
     if not Path(path).exists():
         raise ConfigError(f"No generator at {path}; a neumeta run saves one as runs/<run-name>/generator.pt.")
     return generator_from_state(torch.load(path, map_location="cpu", weights_only=True)).eval()
-
-
-def widths_for_budget(layout: TargetLayout, n_classes: int, budget: dict) -> tuple[int, ...]:
-    """The widest uniformly scaled network whose parameters and FLOPs per sample fit ``budget``."""
-    from neumeta_cl.morph.report import flops_per_sample
-
-    unknown = sorted(set(budget) - {"params", "flops"})
-    if unknown or not budget:
-        raise ConfigError(f"A budget takes `params` and/or `flops`, got {sorted(budget)}.")
-
-    def fits(widths) -> bool:
-        if "params" in budget and layout.param_count(widths, n_classes) > budget["params"]:
-            return False
-        if "flops" in budget:
-            return flops_per_sample(layout.build(widths, n_classes), layout.input_shape) <= budget["flops"]
-        return True
-
-    top = layout.widths[0]
-    candidates = [layout.at_fraction(k / top) for k in range(1, top + 1)]
-    if not fits(candidates[0]):
-        raise ConfigError(f"The budget {budget} is below the smallest network of this family "
-                          f"(widths {list(candidates[0])}: {layout.param_count(candidates[0], n_classes)} parameters); "
-                          "raise it.")
-    lo, hi = 0, len(candidates) - 1  # candidates grow monotonically; binary search the last that fits
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        lo, hi = (mid, hi) if fits(candidates[mid]) else (lo, mid - 1)
-    return candidates[lo]

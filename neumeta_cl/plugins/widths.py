@@ -4,8 +4,11 @@ The record (``experiences[i]["widths_eval"]`` in results.json, ``width/...`` and
 ``accuracy_by_width`` table in W&B) holds, per width, the accuracy on each seen task's test data
 and the median time to generate that task's network. On a class-incremental stream they are the
 accuracy of the ``TaskRouter`` over every seen task's network (the task is inferred) and the
-time to generate all of them. A width held out of training is marked ``unseen``. The generator is
-saved next to results.json (``generator.pt``) after every experience.
+time to generate all of them. A width held out of training is marked ``unseen``. With a task
+classifier (``routing: router``) the sweep also deploys each width's parameter count as a budget
+(``generator.router(budget=...)``: the classifier first, then the task networks; ``hypernet.budget``)
+and records it in ``budget_eval``. The generator is saved next to results.json (``generator.pt``)
+after every experience.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import time
 
 import numpy as np
 
+from neumeta_cl.errors import ConfigError
 from neumeta_cl.nets.evaluation import tensor_accuracy
 from neumeta_cl.protocol import Plugin
 
@@ -50,9 +54,25 @@ class WidthSweep(Plugin):
                          "params": sum(p.numel() for p in net.parameters()), "accuracy": accs,
                          "acc_seen": float(np.mean(accs)), "gen_ms": float(np.median(ms))})
         run.record.widths_eval = rows
+        if generator.infers_task and generator.task_classifier is not None:
+            run.record.budget_eval = [r for r in (self._budget_row(run, generator, seen, row) for row in rows) if r]
         if self.checkpoint is not None:  # the generator after every experience: deployable at any width
             from neumeta_cl.hypernet.generator import save_generator
 
             self.checkpoint.parent.mkdir(parents=True, exist_ok=True)
             save_generator(generator, self.checkpoint)
             run.record.generator = str(self.checkpoint)
+
+    def _budget_row(self, run, generator, seen, uniform: dict) -> dict | None:
+        """The deployment that spends the uniform width's parameters as ``router(budget=...)`` splits them
+        (None where they are too few for any split)."""
+        budget = {"params": uniform["params"]}
+        try:
+            net = generator.router(budget=budget, samples=self.samples, noise=self.noise)
+        except ConfigError:  # below the smallest split (a width under the classifier's narrowest trained one)
+            return None
+        accs = [tensor_accuracy(net, exp.x, exp.y, batch_size=self.eval_batch_size, device=run.device) for exp in seen]
+        return {"fraction": uniform["fraction"], "budget": budget, "classifier_widths": list(net.router.widths),
+                "task_widths": list(net.nets[0].widths), "params": sum(p.numel() for p in net.parameters()),
+                "accuracy": accs, "acc_seen": float(np.mean(accs))}
+

@@ -163,15 +163,17 @@ class NeuMeta(ContinualModule):
                  routing: str = "entropy", buffer_size: int = 500, mem_batch_size: int | None = None,
                  router_epochs: int = 3, router_distill: float = 0.0, inr_batch_size: int | None = None,
                  inr_lr: float | None = None, reg_fraction: float = 1.0, sandwich_batch: float = 1.0,
-                 full_batch: float = 1.0, inr_precision: str = "float32", narrower_per_step: int = 2):
+                 full_batch: float = 1.0, inr_precision: str = "float32", narrower_per_step: int = 2,
+                 router_min_width: float | None = None):
         head = getattr(net, "head", None)
         if not isinstance(head, (MultiHead, SingleHead)):
             raise ConfigError(f"strategy=neumeta generates MLP or CNN targets with a linear head, not "
                               f"{type(net).__name__}; use model=mlp or model=cnn.")
         eval_fractions = list(eval_fractions if eval_fractions is not None else [0.25, 0.5, 0.75, 1.0])
         arch = dict(hidden=hidden, n_blocks=n_blocks, n_freqs=n_freqs, layer_dim=layer_dim, task_dim=task_dim, film=film,
-                    precision=inr_precision)
-        _check(min_width=min_width, coord_noise=coord_noise, recon_weight=recon_weight, l2_weight=l2_weight,
+                    precision=inr_precision, min_width=min_width, router_min_width=router_min_width)
+        _check(min_width=min_width, router_min_width=router_min_width, coord_noise=coord_noise,
+               recon_weight=recon_weight, l2_weight=l2_weight,
                reg_weight=reg_weight, reg_tasks=reg_tasks, eval_samples=eval_samples, teacher_epochs=teacher_epochs,
                teachers=teachers, task_init=task_init, eval_fractions=eval_fractions, inr_epochs=inr_epochs,
                routing=routing, router_epochs=router_epochs, router_distill=router_distill,
@@ -188,7 +190,9 @@ class NeuMeta(ContinualModule):
                                          routing=routing)
             if routing == "router":  # its memory takes each experience before it trains (ER-ACE)
                 generator.task_classifier = task_classifier(layout, generator.n_classes)
-                router = SlimmableTaskClassifier(generator.task_classifier, layout, optim, train_widths,
+                router_widths = train_widths if router_min_width is None else training_widths(
+                    layout, router_min_width, widths_unseen or [])[0]
+                router = SlimmableTaskClassifier(generator.task_classifier, layout, optim, router_widths,
                                                  batch_size=batch_size, seed=seed, buffer_size=buffer_size,
                                                  mem_batch_size=mem_batch_size, distill=router_distill)
                 memory = router.buffer
@@ -529,13 +533,16 @@ class NeuMeta(ContinualModule):
                                        noise=self.net.noise)
 
 
-def _check(*, min_width, coord_noise, recon_weight, l2_weight, reg_weight, reg_tasks, eval_samples, teacher_epochs,
+def _check(*, min_width, router_min_width, coord_noise, recon_weight, l2_weight, reg_weight, reg_tasks, eval_samples,
+           teacher_epochs,
            teachers, task_init, eval_fractions, inr_epochs, routing, router_epochs, router_distill,
            inr_batch_size, inr_lr, reg_fraction, sandwich_batch, full_batch, inr_precision, narrower_per_step) -> None:
     """Every strategy value a user can get wrong, as one-sentence errors (routing too on a
     task-incremental stream, where it plays no part: a typo there is still a typo)."""
     if not 0 < min_width <= 1:
         raise ConfigError(f"strategy.min_width must be in (0, 1], got {min_width}.")
+    if router_min_width is not None and not 0 < router_min_width <= 1:
+        raise ConfigError(f"strategy.router_min_width must be in (0, 1] (or null for min_width), got {router_min_width}.")
     for key, value in (("coord_noise", coord_noise), ("recon_weight", recon_weight), ("l2_weight", l2_weight),
                        ("reg_weight", reg_weight), ("reg_tasks", reg_tasks), ("teacher_epochs", teacher_epochs)):
         if value < 0:

@@ -108,6 +108,8 @@ class WandbRecorder(Plugin):
         for row in e.get("widths_eval") or []:
             metrics[f"width/{row['fraction']:g}/acc_seen"] = row["acc_seen"]
             metrics[f"width/{row['fraction']:g}/gen_ms"] = row["gen_ms"]
+        for row in e.get("budget_eval") or []:
+            metrics[f"budget/{row['fraction']:g}/acc_seen"] = row["acc_seen"]
         step = run.steps.step
         self.log.metrics(metrics, step)
         self.log.accuracy_matrix(o.R[: index + 1], step)
