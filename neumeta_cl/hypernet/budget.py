@@ -40,8 +40,9 @@ def fits(costs: Sequence[dict], budget: dict) -> bool:
 
 
 def uniform_widths(layout: TargetLayout, min_width: float | None = None) -> list[tuple[int, ...]]:
-    """Every uniformly scaled width from ``min_width`` of the full width (the narrowest a generator
-    was trained at, as ``strategies.neumeta.training_widths`` rounds it; None: one unit) to full."""
+    """Every uniformly scaled width from ``min_width`` of the full width (first layer from
+    ceil(min_width * W0) units; None: one unit) to full. ``strategies.neumeta.training_widths`` samples
+    these, so a deployment's narrowest width is the narrowest one trained."""
     top = layout.widths[0]
     first = 1 if min_width is None else max(1, math.ceil(min_width * top))
     return [layout.at_fraction(k / top) for k in range(first, top + 1)]
@@ -88,17 +89,22 @@ def split_for_budget(layout: TargetLayout, heads: Sequence[int], budget: dict, *
     def classifier_cost(widths) -> list[dict]:
         return [] if widths is None else [network_cost(layout, widths, classifier_classes, classifier_batchnorm)]
 
+    def too_small() -> ConfigError:
+        smallest = [*classifier_cost(classifier_candidates[0] if classifier_classes is not None else None),
+                    *tasks_cost(candidates[0])]
+        need = {k: sum(c[k] for c in smallest) for k in budget}
+        return ConfigError(f"The budget {budget} is below the smallest deployment of this generator "
+                           f"({len(heads)} task networks at widths {list(candidates[0])}"
+                           f"{' and the task classifier' if classifier_classes is not None else ''}: {need}); raise it.")
+
     classifier = None
     if classifier_classes is not None:
         narrowest_tasks = tasks_cost(candidates[0])
         best = widest(classifier_candidates, lambda w: fits([*classifier_cost(w), *narrowest_tasks], budget))
-        classifier = None if best is None else classifier_candidates[best]
+        if best is None:
+            raise too_small()
+        classifier = classifier_candidates[best]
     best = widest(candidates, lambda w: fits([*classifier_cost(classifier), *tasks_cost(w)], budget))
-    if best is None or (classifier_classes is not None and classifier is None):
-        smallest = [*classifier_cost(classifier_candidates[0] if classifier_classes is not None else None),
-                    *tasks_cost(candidates[0])]
-        need = {k: sum(c[k] for c in smallest) for k in budget}
-        raise ConfigError(f"The budget {budget} is below the smallest deployment of this generator "
-                          f"({len(heads)} task networks at widths {list(candidates[0])}"
-                          f"{' and the task classifier' if classifier_classes is not None else ''}: {need}); raise it.")
+    if best is None:
+        raise too_small()
     return classifier, candidates[best]

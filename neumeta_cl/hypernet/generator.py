@@ -282,7 +282,7 @@ class NeuMetaGenerator(nn.Module):
             classifier = self.routing == "router"
             classifier_widths, widths = split_for_budget(
                 self.layout, self.heads, budget, min_width=self.arch.get("min_width"),
-                classifier_min_width=self.arch.get("router_min_width") or self.arch.get("min_width"),
+                classifier_min_width=self.arch.get("router_min_width"),
                 classifier_classes=self.n_classes if classifier else None,
                 classifier_batchnorm=classifier and has_batchnorm(self.task_classifier))
         elif fraction is not None:

@@ -41,8 +41,7 @@ class WidthSweep(Plugin):
                 t0 = time.perf_counter()
                 net = generator.router(widths, samples=self.samples, noise=self.noise)
                 ms.append((time.perf_counter() - t0) * 1e3)
-                accs = [tensor_accuracy(net, exp.x, exp.y, batch_size=self.eval_batch_size, device=run.device)
-                        for exp in seen]
+                accs = self._accuracies(run, net, seen)
             else:
                 for exp in seen:
                     t0 = time.perf_counter()
@@ -71,8 +70,12 @@ class WidthSweep(Plugin):
             net = generator.router(budget=budget, samples=self.samples, noise=self.noise)
         except ConfigError:  # below the smallest split (a width under the classifier's narrowest trained one)
             return None
-        accs = [tensor_accuracy(net, exp.x, exp.y, batch_size=self.eval_batch_size, device=run.device) for exp in seen]
+        accs = self._accuracies(run, net, seen)
         return {"fraction": uniform["fraction"], "budget": budget, "classifier_widths": list(net.router.widths),
                 "task_widths": list(net.nets[0].widths), "params": sum(p.numel() for p in net.parameters()),
                 "accuracy": accs, "acc_seen": float(np.mean(accs))}
 
+    def _accuracies(self, run, router, seen) -> list[float]:
+        """A class-incremental deployment's accuracy on each seen task's test data."""
+        return [tensor_accuracy(router, exp.x, exp.y, batch_size=self.eval_batch_size, device=run.device)
+                for exp in seen]

@@ -59,6 +59,7 @@ from neumeta_cl.data import TensorExperience
 from neumeta_cl.errors import ConfigError
 from neumeta_cl.hypernet.generator import (PRECISIONS, NeuMetaGenerator, Request, Weights, generator_from_state,
                                            generator_state, task_classifier)
+from neumeta_cl.hypernet.budget import uniform_widths
 from neumeta_cl.hypernet.layout import TargetLayout
 from neumeta_cl.hypernet.routing import ROUTINGS, fit_calibration, route
 from neumeta_cl.hypernet.smoothing import layer_weights, smooth, total_variation
@@ -190,8 +191,7 @@ class NeuMeta(ContinualModule):
                                          routing=routing)
             if routing == "router":  # its memory takes each experience before it trains (ER-ACE)
                 generator.task_classifier = task_classifier(layout, generator.n_classes)
-                router_widths = train_widths if router_min_width is None else training_widths(
-                    layout, router_min_width, widths_unseen or [])[0]
+                router_widths = training_widths(layout, router_min_width or min_width, widths_unseen or [])[0]
                 router = SlimmableTaskClassifier(generator.task_classifier, layout, optim, router_widths,
                                                  batch_size=batch_size, seed=seed, buffer_size=buffer_size,
                                                  mem_batch_size=mem_batch_size, distill=router_distill)
@@ -585,8 +585,7 @@ def _check(*, min_width, router_min_width, coord_noise, recon_weight, l2_weight,
 def training_widths(layout: TargetLayout, min_width: float, unseen: list[float]):
     """Width configurations sampled in training (uniformly scaled, first layer from
     ceil(min_width * W0) to W0 units) and the held-out ones (never sampled)."""
-    top = layout.widths[0]
-    all_widths = [layout.at_fraction(k / top) for k in range(max(1, math.ceil(min_width * top)), top + 1)]
+    all_widths = uniform_widths(layout, min_width)
     held = []
     for f in unseen:
         if not 0 < f < 1:
