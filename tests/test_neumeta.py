@@ -250,6 +250,37 @@ def test_full_batch_zero_leaves_the_full_width_to_its_teacher(tmp_path):
     assert s.generator.inr.task_emb[0].grad.abs().sum() > 0
 
 
+def test_a_narrow_teacher_gives_full_width_targets_with_its_function(tmp_path):
+    """strategy.teacher_width=0.5: the teacher trains at half width (a quarter of the conv weights) and
+    Net2Wider copies its units up to full width. The raw targets it leaves are full-width, and the
+    network they make computes the trained half-width network's function (to 1e-5, BatchNorm folded);
+    a half-width network of the family has fewer parameters than the full one."""
+    from neumeta_cl.hypernet.smoothing import layer_weights, load_weights
+    from neumeta_cl.strategies import neumeta as nm
+
+    cfg = load(digits_overrides(tmp_path, "logger.mode=disabled", "strategy.teacher_width=0.5",
+                                "strategy.teacher_epochs=2", "strategy.recon_steps=0"))
+    stream = build_stream_from(cfg)
+    net = build_model(to_dict(cfg.model), stream.input_shape, stream.n_classes, stream.heads)
+    s = build_strategy(to_dict(cfg.strategy), net, OptimConfig("adam", 3e-3), 32, 0)
+    trained = []
+    fit = nm.fit_experience
+    nm.fit_experience = lambda net, *a, **k: trained.append(net) or fit(net, *a, **k)
+    try:
+        s.before_experience(stream.train[0])
+    finally:
+        nm.fit_experience = fit
+    teacher = trained[0].eval()
+    assert teacher.widths == [4, 8] and s.layout.widths == (8, 16)
+    targets = s.generator.scale(s.teacher, Request(0, s.layout.widths))
+    assert [tuple(w.shape) for w, _ in targets] == [tuple(w.shape) for w, _ in layer_weights(s.layout.build((8, 16), 2))]
+    x = stream.test[0].x[:64]
+    grown = load_weights(s.layout, [(w.detach(), b.detach()) for w, b in targets], 2)
+    with torch.no_grad():
+        assert (grown(x) - teacher(x)).abs().max() < 1e-5
+    assert s.info["teacher_fit_seconds"] > 0
+
+
 def test_inr_batch_size_sets_the_steps_of_an_experience(tmp_path):
     """strategy.inr_batch_size: the runner batches NeuMeta's experience at that size (steps per
     epoch = ceil(samples / batch)); the teacher keeps train.batch_size."""
@@ -333,6 +364,7 @@ def test_paced_ratio_cancels_a_machine_that_slows_down_in_one_phase():
     (["strategy.sandwich_batch=1.5"], "strategy.sandwich_batch must be in (0, 1], got 1.5"),
     (["strategy.narrower_per_step=3"], "strategy.narrower_per_step must be 1 or 2, got 3"),
     (["strategy.full_batch=-0.5"], "strategy.full_batch must be in [0, 1], got -0.5"),
+    (["strategy.teacher_width=0"], "strategy.teacher_width must be in (0, 1] (a fraction of the full width), got 0"),
     (["strategy.inr_precision=half"], "Unknown strategy.inr_precision 'half'; valid precisions are: float32, bfloat16."),
     (["strategy.hiden=64"], "Unknown config key 'strategy.hiden'"),
 ])

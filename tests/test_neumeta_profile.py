@@ -21,6 +21,9 @@ def test_estimate_counts_teachers_warm_ups_and_inr_epochs_against_the_individual
     first = estimate(rows, individual, taught=[0], epochs=3, inr_epochs=2, steps_per_epoch=10,
                      inr_steps_per_epoch=5, teacher_epochs=1, recon_steps=100)  # strategy.teachers=first
     assert (first["teachers"], first["warmup"]) == (10, 100.0)
+    narrow = estimate(rows, individual, taught=[0, 1, 2], epochs=3, inr_epochs=2, steps_per_epoch=10,
+                      inr_steps_per_epoch=5, teacher_epochs=1, recon_steps=100, teacher_step=0.25)  # teacher_width
+    assert narrow["teachers"] == pytest.approx(3 * 10 * 0.25) and narrow["warmup"] == out["warmup"]
 
 
 def test_stage_sets_the_old_targets_and_teacher_a_step_on_that_task_sees():

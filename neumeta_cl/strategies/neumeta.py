@@ -5,6 +5,8 @@ Per experience ``t`` (task-incremental: one head per task; class-incremental bel
 1. *Teacher.* A full-width network of the target family is trained on the experience (Lightning),
    its BatchNorm folded into its convolutions and its hidden units reordered along a shortest
    Hamiltonian path (``hypernet.smoothing``), so that weights vary smoothly with unit position.
+   ``teacher_width`` < 1 trains it narrower, for a fraction of the cost, and Net2Wider copies its
+   units up to full width (the same function, ``widened``).
    ``recon_steps`` reconstruction-only steps (no data) then warm-start the new task.
    ``teachers: first`` trains a teacher for the first experience only.
 2. *Old tasks' targets.* The weights the generator currently produces for every earlier task are
@@ -62,6 +64,7 @@ from neumeta_cl.hypernet.generator import (PRECISIONS, NeuMetaGenerator, Request
 from neumeta_cl.hypernet.budget import uniform_widths
 from neumeta_cl.hypernet.layout import TargetLayout
 from neumeta_cl.hypernet.routing import ROUTINGS, fit_calibration, route
+from neumeta_cl.morph.widen import widen
 from neumeta_cl.hypernet.smoothing import layer_weights, smooth, total_variation
 from neumeta_cl.nets.heads import MultiHead, SingleHead
 from neumeta_cl.plugins.widths import WidthSweep
@@ -165,7 +168,7 @@ class NeuMeta(ContinualModule):
                  router_epochs: int = 3, router_distill: float = 0.0, inr_batch_size: int | None = None,
                  inr_lr: float | None = None, reg_fraction: float = 1.0, sandwich_batch: float = 1.0,
                  full_batch: float = 1.0, inr_precision: str = "float32", narrower_per_step: int = 2,
-                 router_min_width: float | None = None):
+                 router_min_width: float | None = None, teacher_width: float = 1.0):
         head = getattr(net, "head", None)
         if not isinstance(head, (MultiHead, SingleHead)):
             raise ConfigError(f"strategy=neumeta generates MLP or CNN targets with a linear head, not "
@@ -179,7 +182,8 @@ class NeuMeta(ContinualModule):
                teachers=teachers, task_init=task_init, eval_fractions=eval_fractions, inr_epochs=inr_epochs,
                routing=routing, router_epochs=router_epochs, router_distill=router_distill,
                inr_batch_size=inr_batch_size, inr_lr=inr_lr, reg_fraction=reg_fraction, sandwich_batch=sandwich_batch,
-               full_batch=full_batch, inr_precision=inr_precision, narrower_per_step=narrower_per_step)
+               full_batch=full_batch, inr_precision=inr_precision, narrower_per_step=narrower_per_step,
+               teacher_width=teacher_width)
         layout = TargetLayout.from_net(net)
         train_widths, unseen_widths = training_widths(layout, min_width, widths_unseen or [])
         # Task-incremental: one generated network per task label. Class-/domain-incremental (a single
@@ -216,6 +220,7 @@ class NeuMeta(ContinualModule):
         self.full_batch, self.narrower_per_step = full_batch, narrower_per_step
         self._row_targets: dict = {}  # (task, widths) -> (mask, old outputs as raw_rows' matrix)
         self.teacher_epochs, self.recon_steps, self.clip_grad = teacher_epochs, recon_steps, clip_grad
+        self.teacher_width = teacher_width
         self.parts.append(GradClip(clip_grad))
         # Class-incremental, routing=router: the module that trains the task classifier (kept out of
         # this module's children: its net is the generator's ``task_classifier``).
@@ -308,7 +313,8 @@ class NeuMeta(ContinualModule):
         t0 = time.perf_counter()
         device = self.generator.inr.stem.weight.device
         torch.manual_seed(self.seed + self.teacher_seed_offset * (experience.index + 1))
-        net = self.layout.build(self.layout.widths, self.generator.heads[self.task], batchnorm=self.layout.batchnorm)
+        net = self.layout.build(self.layout.at_fraction(self.teacher_width), self.generator.heads[self.task],
+                                batchnorm=self.layout.batchnorm)
         accelerator = "gpu" if device.type == "cuda" else "cpu"
         if self.infer_task:
             experience = dataclasses.replace(experience, y=self._local(experience.y))
@@ -316,8 +322,9 @@ class NeuMeta(ContinualModule):
         fit_experience(net, experience, epochs=self.teacher_epochs,
                        optim=self.teacher_optim.for_experience(experience.index), batch_size=self.batch_size,
                        seed=self.seed + self.teacher_data_seed_offset * experience.index, accelerator=accelerator)
-        self.info.update(teacher_fit_seconds=time.perf_counter() - t_fit)  # the fit alone: a full-width network's training
-        weights = layer_weights(net.cpu())
+        self.info.update(teacher_fit_seconds=time.perf_counter() - t_fit)  # the fit alone: a teacher-width network's training
+        net = widened(net.cpu().eval(), self.layout.widths, seed=self.seed + experience.index)
+        weights = layer_weights(net)
         smoothed, _ = smooth(weights, self.tsp_seconds)
         self.info.update(teacher_seconds=time.perf_counter() - t0, tv_before=total_variation(weights),
                          tv_after=total_variation(smoothed))
@@ -536,7 +543,8 @@ class NeuMeta(ContinualModule):
 def _check(*, min_width, router_min_width, coord_noise, recon_weight, l2_weight, reg_weight, reg_tasks, eval_samples,
            teacher_epochs,
            teachers, task_init, eval_fractions, inr_epochs, routing, router_epochs, router_distill,
-           inr_batch_size, inr_lr, reg_fraction, sandwich_batch, full_batch, inr_precision, narrower_per_step) -> None:
+           inr_batch_size, inr_lr, reg_fraction, sandwich_batch, full_batch, inr_precision, narrower_per_step,
+           teacher_width) -> None:
     """Every strategy value a user can get wrong, as one-sentence errors (routing too on a
     task-incremental stream, where it plays no part: a typo there is still a typo)."""
     if not 0 < min_width <= 1:
@@ -556,6 +564,8 @@ def _check(*, min_width, router_min_width, coord_noise, recon_weight, l2_weight,
         raise ConfigError(f"strategy.inr_lr must be positive (or null for train.lr), got {inr_lr}.")
     if not 0 < reg_fraction <= 1:
         raise ConfigError(f"strategy.reg_fraction must be in (0, 1], got {reg_fraction}.")
+    if not 0 < teacher_width <= 1:
+        raise ConfigError(f"strategy.teacher_width must be in (0, 1] (a fraction of the full width), got {teacher_width}.")
     if not 0 < sandwich_batch <= 1:
         raise ConfigError(f"strategy.sandwich_batch must be in (0, 1], got {sandwich_batch}.")
     if narrower_per_step not in (1, 2):
@@ -580,6 +590,15 @@ def _check(*, min_width, router_min_width, coord_noise, recon_weight, l2_weight,
     for f in eval_fractions:
         if not 0 < f <= 1:
             raise ConfigError(f"strategy.eval_fractions must lie in (0, 1], got {f}.")
+
+
+def widened(net: nn.Module, widths, seed: int = 0) -> nn.Module:
+    """``net`` grown to ``widths`` by Net2Wider (``morph.widen``, copies of its units): the same
+    function at full width, so that a teacher trained narrower still gives full-width targets."""
+    for layer, width in enumerate(widths):
+        if net.widths[layer] < width:
+            net = widen(net, layer, width, seed=seed + layer).net
+    return net
 
 
 def training_widths(layout: TargetLayout, min_width: float, unseen: list[float]):

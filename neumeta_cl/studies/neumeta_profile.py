@@ -25,13 +25,14 @@ def timed(fn, repeat: int) -> float:
 
 
 def estimate(rows: list[dict], individual: dict[float, float], *, taught: list[int], epochs: int, inr_epochs: int,
-             steps_per_epoch: int, inr_steps_per_epoch: int, teacher_epochs: int, recon_steps: int) -> dict:
+             steps_per_epoch: int, inr_steps_per_epoch: int, teacher_epochs: int, recon_steps: int,
+             teacher_step: float = 1.0) -> dict:
     """One seed's training in units of a full-width step (``individual[1.0] == 1``): the teachers
-    (full-width networks, for the tasks in ``taught``) and their warm-up steps, and every task's INR
-    epochs (``rows[k]``: a step with k old tasks), against an individual network per task and width
-    trained for ``epochs``."""
+    (for the tasks in ``taught``; a step of theirs costs ``teacher_step``, 1 at full width) and their
+    warm-up steps, and every task's INR epochs (``rows[k]``: a step with k old tasks), against an
+    individual network per task and width trained for ``epochs``."""
     n_tasks = len(rows)
-    teachers = len(taught) * teacher_epochs * steps_per_epoch
+    teachers = len(taught) * teacher_epochs * steps_per_epoch * teacher_step
     warmup = sum(rows[k]["warmup_step"] for k in taught) * recon_steps
     inr_training = sum(r["step"] for r in rows) * inr_epochs * inr_steps_per_epoch
     individuals = sum(individual.values()) * n_tasks * epochs * steps_per_epoch
@@ -68,8 +69,9 @@ def measure(overrides=(), threads: int = 1, repeat: int = 10, quick: bool = Fals
 
     # An individual network's step at each evaluated width (the denominator of train_time_ratio).
     fractions = sorted({*map(float, cfg.strategy.eval_fractions), *map(float, cfg.strategy.widths_unseen)})
+    teacher_width = float(cfg.strategy.teacher_width)
     seconds = {}
-    for f in fractions:
+    for f in sorted({*fractions, teacher_width}):
         ind = layout.build(layout.at_fraction(f), stream.heads[0], batchnorm=layout.batchnorm)
         opt = optim.build(list(ind.parameters()))
 
@@ -79,6 +81,8 @@ def measure(overrides=(), threads: int = 1, repeat: int = 10, quick: bool = Fals
             opt.step()
         seconds[f] = timed(step, repeat)
     unit = seconds[1.0]
+    teacher_step = seconds[teacher_width] / unit
+    seconds = {f: seconds[f] for f in fractions}
 
     params = [p for p in module.generator.parameters() if p.requires_grad]
     opt = optim.build(params)
@@ -113,7 +117,7 @@ def measure(overrides=(), threads: int = 1, repeat: int = 10, quick: bool = Fals
     out.update(estimate(rows, {f: s / unit for f, s in seconds.items()}, taught=taught,
                         epochs=int(t.epochs), inr_epochs=out["inr_epochs"], steps_per_epoch=-(-n // int(t.batch_size)),
                         inr_steps_per_epoch=-(-n // inr_batch), teacher_epochs=module.teacher_epochs,
-                        recon_steps=module.recon_steps))
+                        recon_steps=module.recon_steps, teacher_step=teacher_step))
     return out
 
 

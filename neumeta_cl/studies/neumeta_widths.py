@@ -95,18 +95,18 @@ def training_seconds(result: dict) -> float:
 
 
 def paced_ratio(neumeta_seconds: float, teacher_fit_seconds: float, individual_seconds: float,
-                individual_full_seconds: float) -> float:
-    """The training-time ratio with each side counted in its own full-width networks.
+                individual_teacher_seconds: float) -> float:
+    """The training-time ratio with each side counted in its own teacher-sized networks.
 
-    NeuMeta's teachers and the individual full-width networks train the same network the same
-    way (widths, epochs, batch, optimizer, threads), but in two phases of the run, one after the
-    other. If the machine runs at another speed in one phase (shared hosts do), the plain ratio
-    moves with it. Dividing each side by its full-width networks' seconds cancels a speed that is
-    constant within each phase:
+    NeuMeta's teachers and the individual networks of the teachers' width (full width unless
+    ``teacher_width`` says otherwise) train the same network the same way (widths, epochs, batch,
+    optimizer, threads), but in two phases of the run, one after the other. If the machine runs at
+    another speed in one phase (shared hosts do), the plain ratio moves with it. Dividing each side
+    by those networks' seconds cancels a speed that is constant within each phase:
 
-        (neumeta_seconds / teacher_fit_seconds) / (individual_seconds / individual_full_seconds)
+        (neumeta_seconds / teacher_fit_seconds) / (individual_seconds / individual_teacher_seconds)
     """
-    return (neumeta_seconds / teacher_fit_seconds) / (individual_seconds / individual_full_seconds)
+    return (neumeta_seconds / teacher_fit_seconds) / (individual_seconds / individual_teacher_seconds)
 
 
 def figures(results: list[dict], individuals: list[dict], seconds_per_seed: list[float]) -> dict:
@@ -151,13 +151,15 @@ def figures(results: list[dict], individuals: list[dict], seconds_per_seed: list
     individual_seconds = sum(i["seconds"] for i in individuals)
     ratio = round(neumeta_seconds / individual_seconds, 3)
     paced = None  # runs from before the timings it needs were recorded have none
-    # The yardstick: a full-width network's epoch, in each phase (teachers may train fewer epochs).
+    # The yardstick: the teachers' epochs, against the individual networks of the teachers' width
+    # (``teacher_width``; teachers may train fewer epochs than they do).
     fits = [e["strategy"].get("teacher_fit_seconds", 0.0) / max(1, r["config"]["strategy"]["teacher_epochs"])
             * r["config"]["train"]["epochs"] for r in results for e in r["experiences"]]
-    if 1.0 in fractions and all(fits) and all("seconds_by_width" in i for i in individuals):
-        full_k = fractions.index(1.0)
+    teacher_width = float(results[0]["config"]["strategy"].get("teacher_width", 1.0))
+    if teacher_width in fractions and all(fits) and all("seconds_by_width" in i for i in individuals):
+        k = fractions.index(teacher_width)
         paced = round(paced_ratio(neumeta_seconds, sum(fits), individual_seconds,
-                                  sum(i["seconds_by_width"][full_k] for i in individuals)), 3)
+                                  sum(i["seconds_by_width"][k] for i in individuals)), 3)
     return {
         "acc_full": round(acc_full, 4),
         "acc_full_upper": round(full["individual"], 4),
