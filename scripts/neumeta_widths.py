@@ -12,7 +12,7 @@ INR's generated networks are compared with; what is measured and how: ``neumeta_
 The last line is JSON: acc_full, acc_full_upper, bwt, acc_by_width ({fraction: [ours, individual]}),
 bwt_by_width, unseen_width, stored_params, individual_params_total, gen_ms_full, minutes_per_seed,
 train_time_ratio (NeuMeta's training seconds over its individual networks', train_time_same_run),
-train_time_ratio_paced (the same, each side over its own full-width networks' training) and targets.
+train_time_ratio_paced (the same, each side over its own networks of the teachers' width) and targets.
 """
 
 from __future__ import annotations

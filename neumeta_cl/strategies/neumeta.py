@@ -64,8 +64,8 @@ from neumeta_cl.hypernet.generator import (PRECISIONS, NeuMetaGenerator, Request
 from neumeta_cl.hypernet.budget import uniform_widths
 from neumeta_cl.hypernet.layout import TargetLayout
 from neumeta_cl.hypernet.routing import ROUTINGS, fit_calibration, route
-from neumeta_cl.morph.widen import widen
 from neumeta_cl.hypernet.smoothing import layer_weights, smooth, total_variation
+from neumeta_cl.morph.widen import widen
 from neumeta_cl.nets.heads import MultiHead, SingleHead
 from neumeta_cl.plugins.widths import WidthSweep
 from neumeta_cl.protocol import Plugin, RunSettings, StrategyReport

@@ -115,7 +115,7 @@ def figures(results: list[dict], individuals: list[dict], seconds_per_seed: list
     ``train_time_ratio``: NeuMeta's training seconds (``training_seconds``) over those of the
     individual networks it replaces, summed over seeds. It is only a fair ratio when both were
     trained in the same run (``train_time_same_run``: no individuals reused with --baselines).
-    ``train_time_ratio_paced``: the same with each side over its full-width networks (``paced_ratio``)."""
+    ``train_time_ratio_paced``: the same with each side over its networks of the teachers' width (``paced_ratio``)."""
     from neumeta_cl.metrics import backward_transfer
 
     rows = {}
