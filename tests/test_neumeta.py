@@ -250,11 +250,10 @@ def test_full_batch_zero_leaves_the_full_width_to_its_teacher(tmp_path):
     assert s.generator.inr.task_emb[0].grad.abs().sum() > 0
 
 
-def test_a_narrow_teacher_gives_full_width_targets_with_its_function(tmp_path):
-    """strategy.teacher_width=0.5: the teacher trains at half width (a quarter of the conv weights) and
-    Net2Wider copies its units up to full width. The raw targets it leaves are full-width, and the
-    network they make computes the trained half-width network's function (to 1e-5, BatchNorm folded);
-    a half-width network of the family has fewer parameters than the full one."""
+def test_a_narrow_teacher_gives_full_width_targets_with_its_function(tmp_path, monkeypatch):
+    """strategy.teacher_width=0.5: the teacher trains at half width and Net2Wider copies its units up
+    to full width. The raw targets it leaves are full-width, and the network they make computes the
+    trained half-width network's function (to 1e-5, BatchNorm folded)."""
     from neumeta_cl.hypernet.smoothing import layer_weights, load_weights
     from neumeta_cl.strategies import neumeta as nm
 
@@ -263,13 +262,9 @@ def test_a_narrow_teacher_gives_full_width_targets_with_its_function(tmp_path):
     stream = build_stream_from(cfg)
     net = build_model(to_dict(cfg.model), stream.input_shape, stream.n_classes, stream.heads)
     s = build_strategy(to_dict(cfg.strategy), net, OptimConfig("adam", 3e-3), 32, 0)
-    trained = []
-    fit = nm.fit_experience
-    nm.fit_experience = lambda net, *a, **k: trained.append(net) or fit(net, *a, **k)
-    try:
-        s.before_experience(stream.train[0])
-    finally:
-        nm.fit_experience = fit
+    trained, fit = [], nm.fit_experience  # the teacher, as it was trained
+    monkeypatch.setattr(nm, "fit_experience", lambda net, *a, **k: trained.append(net) or fit(net, *a, **k))
+    s.before_experience(stream.train[0])
     teacher = trained[0].eval()
     assert teacher.widths == [4, 8] and s.layout.widths == (8, 16)
     targets = s.generator.scale(s.teacher, Request(0, s.layout.widths))
