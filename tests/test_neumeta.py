@@ -2,6 +2,7 @@
 real W&B run files; plus the continual claim that old tasks' generated weights stay put."""
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -182,12 +183,33 @@ def test_sampled_regulariser_estimates_the_full_one(tmp_path):
             p.add_(0.05 * torch.randn_like(p))
         requests = [Request(0, w) for w in (s.layout.widths, s.train_widths[3])]
         full = float(s._old_task_penalty(s.generator.raw_many(requests), requests))
-        s.reg_fraction = 1.0
-        assert float(s._sampled_penalty(requests)) == pytest.approx(full, rel=1e-5)
-        s.reg_fraction = 0.25
-        draws = [float(s._sampled_penalty(requests)) for _ in range(200)]
+        assert float(s._sampled_penalty(requests, 1.0)) == pytest.approx(full, rel=1e-5)
+        draws = [float(s._sampled_penalty(requests, 0.25)) for _ in range(200)]
     assert full > 0 and np.std(draws) > 0
     assert np.mean(draws) == pytest.approx(full, rel=0.05)
+
+
+def test_shared_regulariser_budget_splits_one_networks_queries_over_the_old_tasks(tmp_path):
+    """reg_budget=shared: with k old tasks each gets reg_fraction / k of its queries, so the
+    regulariser's rows per step stay those of one old network; per_task gives each reg_fraction."""
+    cfg = load(digits_overrides(tmp_path, "logger.mode=disabled", "strategy.teacher_epochs=0",
+                                "strategy.reg_fraction=0.5", "strategy.reg_budget=shared"))
+    stream = build_stream_from(cfg)
+    net = build_model(to_dict(cfg.model), stream.input_shape, stream.n_classes, stream.heads)
+    s = build_strategy(to_dict(cfg.strategy), net, OptimConfig("adam", 3e-3), 32, 0)
+    assert [s._reg_fraction_each(k) for k in (1, 2, 4)] == [0.5, 0.25, 0.125]
+    for budget, each in (("shared", 0.125), ("per_task", 0.5)):
+        s.reg_budget = budget
+        s.stage(4)
+        asked = []
+        raw_rows = s.generator.raw_rows
+        s.generator.raw_rows = lambda requests, rows: asked.append((requests, rows)) or raw_rows(requests, rows)
+        with torch.no_grad():
+            s.step_weights(s.coord_noise)
+        del s.generator.raw_rows
+        (requests, rows), = asked
+        assert sorted({r.task for r in requests}) == [0, 1, 2, 3] and len(requests) == 8
+        assert [len(i) for i in rows] == [math.ceil(each * len(s.generator.queries(r.task, r.widths))) for r in requests]
 
 
 def _first_task_with_a_spy(tmp_path, *extra):
@@ -356,6 +378,7 @@ def test_paced_ratio_cancels_a_machine_that_slows_down_in_one_phase():
     (["strategy.inr_batch_size=0"], "strategy.inr_batch_size must be at least 1"),
     (["strategy.inr_lr=0"], "strategy.inr_lr must be positive"),
     (["strategy.reg_fraction=0"], "strategy.reg_fraction must be in (0, 1], got 0"),
+    (["strategy.reg_budget=all"], "Unknown strategy.reg_budget 'all'; valid budgets are: per_task, shared."),
     (["strategy.sandwich_batch=1.5"], "strategy.sandwich_batch must be in (0, 1], got 1.5"),
     (["strategy.narrower_per_step=3"], "strategy.narrower_per_step must be 1 or 2, got 3"),
     (["strategy.full_batch=-0.5"], "strategy.full_batch must be in [0, 1], got -0.5"),

@@ -45,12 +45,24 @@ class WeightINR(nn.Module):
                  task: torch.Tensor) -> torch.Tensor:
         """Hidden features of every query row; ``task`` holds one task id per row."""
         table = torch.stack(list(self.task_emb))
-        emb = table[task]
-        x = torch.cat([encode(coords, self.n_freqs), is_bias, self.layer_emb(layer), emb], 1)
-        h = self.stem(x)
+        h = self.stem_of(torch.cat([encode(coords, self.n_freqs), is_bias], 1), layer, task, table)
         film = self.film(table)[task].chunk(2 * len(self.blocks), 1) if self.film is not None else None
         for i, block in enumerate(self.blocks):
             h = block(h)
             if film is not None:
                 h = h * (1 + film[2 * i]) + film[2 * i + 1]
         return torch.relu(h)
+
+    def stem_of(self, position: torch.Tensor, layer: torch.Tensor, task: torch.Tensor,
+                table: torch.Tensor) -> torch.Tensor:
+        """``stem(cat([position, layer_emb[layer], table[task]]))``, computed as position's product
+        plus one row per (layer, task) pair: the embeddings' part of the product is the same for
+        every query of a layer and task, so it is computed once per pair, not once per query (and
+        its backward reaches the embeddings through that small table)."""
+        n = position.shape[1]
+        w = self.stem.weight
+        per_layer = self.layer_emb.weight @ w[:, n:n + self.layer_emb.embedding_dim].T  # [L, hidden]
+        per_task = table @ w[:, n + self.layer_emb.embedding_dim:].T + self.stem.bias  # [T, hidden]
+        pair = (per_layer[:, None, :] + per_task[None, :, :]).flatten(0, 1)  # [L * T, hidden]
+        out = torch.nn.functional.linear(position, w[:, :n])
+        return out + pair[layer * len(table) + task].to(out.dtype)  # in the product's precision (autocast)

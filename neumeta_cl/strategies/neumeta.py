@@ -28,7 +28,9 @@ Per experience ``t`` (task-incremental: one head per task; class-incremental bel
    for the full width (0: it learns from its teacher alone). ``reg_tasks`` > 0 draws
    that many old tasks per step instead of all (von Oswald et al.'s stochastic regulariser; the
    mean over them estimates the mean over all), and ``reg_fraction`` < 1 compares a random part of
-   each old network's weights (its queries are all the INR computes for it). All three compare the INR's
+   each old network's weights (its queries are all the INR computes for it); ``reg_budget: shared``
+   makes that part ``reg_fraction / (old tasks)``, so the regulariser's cost stops growing with the
+   tasks. All three compare the INR's
    raw outputs, which have unit scale in every layer (see ``hypernet.generator``). Old task
    embeddings are frozen; the new task's embedding (random, as in von Oswald et al.) and the INR
    train.
@@ -168,7 +170,7 @@ class NeuMeta(ContinualModule):
                  router_epochs: int = 3, router_distill: float = 0.0, inr_batch_size: int | None = None,
                  inr_lr: float | None = None, reg_fraction: float = 1.0, sandwich_batch: float = 1.0,
                  full_batch: float = 1.0, inr_precision: str = "float32", narrower_per_step: int = 2,
-                 router_min_width: float | None = None, teacher_width: float = 1.0):
+                 router_min_width: float | None = None, teacher_width: float = 1.0, reg_budget: str = "per_task"):
         head = getattr(net, "head", None)
         if not isinstance(head, (MultiHead, SingleHead)):
             raise ConfigError(f"strategy=neumeta generates MLP or CNN targets with a linear head, not "
@@ -183,7 +185,7 @@ class NeuMeta(ContinualModule):
                routing=routing, router_epochs=router_epochs, router_distill=router_distill,
                inr_batch_size=inr_batch_size, inr_lr=inr_lr, reg_fraction=reg_fraction, sandwich_batch=sandwich_batch,
                full_batch=full_batch, inr_precision=inr_precision, narrower_per_step=narrower_per_step,
-               teacher_width=teacher_width)
+               teacher_width=teacher_width, reg_budget=reg_budget)
         layout = TargetLayout.from_net(net)
         train_widths, unseen_widths = training_widths(layout, min_width, widths_unseen or [])
         # Task-incremental: one generated network per task label. Class-/domain-incremental (a single
@@ -217,6 +219,7 @@ class NeuMeta(ContinualModule):
         self.reg_weight, self.task_init, self.teachers = reg_weight, task_init, teachers
         self.reg_tasks, self.inr_epochs = reg_tasks, inr_epochs
         self.inr_batch_size, self.reg_fraction, self.sandwich_batch = inr_batch_size, reg_fraction, sandwich_batch
+        self.reg_budget = reg_budget
         self.full_batch, self.narrower_per_step = full_batch, narrower_per_step
         self._row_targets: dict = {}  # (task, widths) -> (mask, old outputs as raw_rows' matrix)
         self.teacher_epochs, self.recon_steps, self.clip_grad = teacher_epochs, recon_steps, clip_grad
@@ -460,12 +463,22 @@ class NeuMeta(ContinualModule):
         # one drawn width: ``reg_tasks`` of them drawn per step (von Oswald et al.'s stochastic
         # regulariser), so a step costs the same however many tasks came before.
         reg_width = self.rng.choice(self.train_widths)
-        old = [Request(k, w) for k in self._regularised_tasks() for w in (full, reg_width)]
-        if self.reg_fraction < 1 and old:  # a random part of each old network's queries: a second, smaller pass
+        tasks = self._regularised_tasks()
+        old = [Request(k, w) for k in tasks for w in (full, reg_width)]
+        fraction = self._reg_fraction_each(len(tasks))
+        if fraction < 1 and old:  # a random part of each old network's queries: a second, smaller pass
             raws = self.generator.raw_many(requests, self.noise_gen)
-            return raws, requests, self._sampled_penalty(old)
+            return raws, requests, self._sampled_penalty(old, fraction)
         raws = self.generator.raw_many(requests + old, self.noise_gen)  # one pass over everything
         return raws[: len(requests)], requests, self._old_task_penalty(raws[len(requests):], old)
+
+    def _reg_fraction_each(self, n_tasks: int) -> float:
+        """The part of each old network's queries the regulariser compares this step: ``reg_fraction``
+        (``reg_budget: per_task``), or ``reg_fraction`` of one network's queries shared by the
+        ``n_tasks`` old tasks (``shared``: a step costs the same however many tasks came before)."""
+        if self.reg_budget == "shared" and n_tasks > 1:
+            return self.reg_fraction / n_tasks
+        return self.reg_fraction
 
     def _regularised_tasks(self) -> list[int]:
         old = sorted(self.trained)
@@ -482,8 +495,8 @@ class NeuMeta(ContinualModule):
         reg = sum((flat(raw) - self.old_targets[(r.task, r.widths)]).pow(2).mean() for raw, r in zip(raws, requests))
         return self.reg_weight * reg / len(requests)
 
-    def _sampled_penalty(self, requests: list[Request]) -> torch.Tensor | float:
-        """The same regulariser on a random ``reg_fraction`` of each old network's queries (drawn
+    def _sampled_penalty(self, requests: list[Request], fraction: float) -> torch.Tensor | float:
+        """The same regulariser on a random ``fraction`` of each old network's queries (drawn
         afresh every step): the mean squared error over the sampled weights estimates the mean
         over all of them at that fraction of the INR's cost."""
         if not self.reg_weight:
@@ -498,7 +511,7 @@ class NeuMeta(ContinualModule):
                 self._row_targets[key] = (mask, padded)
             mask, padded = self._row_targets[key]
             n = len(mask)
-            i = torch.randperm(n, generator=self.noise_gen)[: max(1, math.ceil(self.reg_fraction * n))]
+            i = torch.randperm(n, generator=self.noise_gen)[: max(1, math.ceil(fraction * n))]
             rows.append(i)  # on the CPU: raw_rows moves them to the INR's device
             i = i.to(mask.device)
             masks.append(mask[i])
@@ -540,11 +553,14 @@ class NeuMeta(ContinualModule):
                                        noise=self.net.noise)
 
 
+REG_BUDGETS = ("per_task", "shared")  # how ``reg_fraction`` counts (``NeuMeta._reg_fraction_each``)
+
+
 def _check(*, min_width, router_min_width, coord_noise, recon_weight, l2_weight, reg_weight, reg_tasks, eval_samples,
            teacher_epochs,
            teachers, task_init, eval_fractions, inr_epochs, routing, router_epochs, router_distill,
            inr_batch_size, inr_lr, reg_fraction, sandwich_batch, full_batch, inr_precision, narrower_per_step,
-           teacher_width) -> None:
+           teacher_width, reg_budget) -> None:
     """Every strategy value a user can get wrong, as one-sentence errors (routing too on a
     task-incremental stream, where it plays no part: a typo there is still a typo)."""
     if not 0 < min_width <= 1:
@@ -564,6 +580,8 @@ def _check(*, min_width, router_min_width, coord_noise, recon_weight, l2_weight,
         raise ConfigError(f"strategy.inr_lr must be positive (or null for train.lr), got {inr_lr}.")
     if not 0 < reg_fraction <= 1:
         raise ConfigError(f"strategy.reg_fraction must be in (0, 1], got {reg_fraction}.")
+    if reg_budget not in REG_BUDGETS:
+        raise ConfigError(f"Unknown strategy.reg_budget '{reg_budget}'; valid budgets are: {', '.join(REG_BUDGETS)}.")
     if not 0 < teacher_width <= 1:
         raise ConfigError(f"strategy.teacher_width must be in (0, 1] (a fraction of the full width), got {teacher_width}.")
     if not 0 < sandwich_batch <= 1:
