@@ -97,6 +97,21 @@ def test_widen_random_is_not_claimed_to_preserve():
     assert all(torch.equal(a, b) for a, b in zip(r.net.parameters(), r3.net.parameters()))
 
 
+def test_widen_even_copies_each_unit_equally_and_preserves_function():
+    """copies="even": a 4x widening copies every unit exactly 4 times (random copying does not),
+    a 2.5x one copies each 2 or 3 times; both keep the function."""
+    net = make("cnn")
+    n = net.widths[1]
+    for to, counts in ((4 * n, {4}), (n * 5 // 2, {2, 3})):
+        r = widen(net, 1, to, copies="even", seed=5, probe=probe_of(net))
+        assert r.report.preservation_error <= 1e-5
+        units = r.net.blocks[1][0].weight.detach().flatten(1)
+        copies = torch.tensor([(units == u).all(1).sum() for u in net.blocks[1][0].weight.detach().flatten(1)])
+        assert set(copies.tolist()) == counts and int(copies.sum()) == to
+    random = widen(net, 1, 4 * n, seed=5).net.blocks[1][0].weight.detach().flatten(1)
+    assert len({int((random == u).all(1).sum()) for u in net.blocks[1][0].weight.detach().flatten(1)}) > 1
+
+
 # --- deepen ---------------------------------------------------------------------------------
 
 
@@ -167,6 +182,7 @@ REFUSALS = [
     (widen, dict(layer=0, to=10), "already has 32 units"),
     (widen, dict(layer=5, to=64), "valid layers are 0, 1"),
     (widen, dict(layer=0, to=64, init="ones"), "valid inits are"),
+    (widen, dict(layer=0, to=64, copies="first"), "unknown copies 'first'; valid choices are: random, even"),
     (deepen, dict(after=2), "valid layers are 0, 1"),
     (deepen, dict(after=-1), "valid layers are 0, 1"),
     (prune, dict(ratio=0.0), "strictly between 0 and 1"),

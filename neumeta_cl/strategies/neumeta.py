@@ -612,10 +612,13 @@ def _check(*, min_width, router_min_width, coord_noise, recon_weight, l2_weight,
 
 def widened(net: nn.Module, widths, seed: int = 0) -> nn.Module:
     """``net`` grown to ``widths`` by Net2Wider (``morph.widen``, copies of its units): the same
-    function at full width, so that a teacher trained narrower still gives full-width targets."""
+    function at full width, so that a teacher trained narrower still gives full-width targets.
+    Every unit gets as many copies as the others (``copies="even"``): after smoothing, each unit
+    becomes a run of equal neighbours, and a network generated at the teacher's width samples
+    one point of each run, the teacher itself."""
     for layer, width in enumerate(widths):
         if net.widths[layer] < width:
-            net = widen(net, layer, width, seed=seed + layer).net
+            net = widen(net, layer, width, seed=seed + layer, copies="even").net
     return net
 
 
