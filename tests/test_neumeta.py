@@ -274,8 +274,9 @@ def test_full_batch_zero_leaves_the_full_width_to_its_teacher(tmp_path):
 
 def test_a_narrow_teacher_gives_full_width_targets_with_its_function(tmp_path, monkeypatch):
     """strategy.teacher_width=0.5: the teacher trains at half width and Net2Wider copies its units up
-    to full width. The raw targets it leaves are full-width, and the network they make computes the
-    trained half-width network's function (to 1e-5, BatchNorm folded)."""
+    to full width, each unit twice. The raw targets it leaves are full-width, the network they make
+    computes the trained half-width network's function (to 1e-5, BatchNorm folded), and after
+    smoothing every unit's two copies sit side by side, so the teacher's width samples the teacher."""
     from neumeta_cl.hypernet.smoothing import layer_weights, load_weights
     from neumeta_cl.strategies import neumeta as nm
 
@@ -295,6 +296,8 @@ def test_a_narrow_teacher_gives_full_width_targets_with_its_function(tmp_path, m
     grown = load_weights(s.layout, [(w.detach(), b.detach()) for w, b in targets], 2)
     with torch.no_grad():
         assert (grown(x) - teacher(x)).abs().max() < 1e-5
+    for w, b in targets[:2]:  # both hidden layers: units 2j and 2j+1 are copies of one teacher unit
+        assert torch.equal(w[0::2], w[1::2]) and torch.equal(b[0::2], b[1::2]) and not torch.equal(w[0], w[2])
     assert s.info["teacher_fit_seconds"] > 0
 
 
