@@ -687,3 +687,20 @@ def test_load_generator_names_the_missing_file(tmp_path):
 
     with pytest.raises(ConfigError, match=r"No generator at .*missing\.pt; a neumeta run saves one"):
         load_generator(tmp_path / "missing.pt")
+
+
+def test_inr_stem_per_layer_and_task_pair_is_the_stem_on_the_whole_row():
+    """WeightINR.stem_of adds each (layer, task) pair's embedding product once: the same numbers
+    as the stem on [position, layer embedding, task embedding] per query, and the same gradients."""
+    torch.manual_seed(0)
+    inr = WeightINR([9, 9, 64], 5, 32, 1, 6, 8, 16, False)
+    q = 500
+    position = torch.cat([encode(torch.rand(q, N_COORDS), 6), (torch.rand(q, 1) > 0.9).float()], 1)
+    layer, task = torch.randint(0, 3, (q,)), torch.randint(0, 5, (q,))
+    table = torch.stack(list(inr.task_emb))
+    whole = inr.stem(torch.cat([position, inr.layer_emb(layer), table[task]], 1))
+    grads = torch.autograd.grad(whole.square().sum(), [inr.stem.weight, inr.layer_emb.weight, inr.task_emb[2]])
+    pairs = inr.stem_of(position, layer, task, table)
+    assert (pairs - whole).abs().max() < 1e-5
+    again = torch.autograd.grad(pairs.square().sum(), [inr.stem.weight, inr.layer_emb.weight, inr.task_emb[2]])
+    assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-4) for a, b in zip(grads, again))

@@ -80,7 +80,7 @@ def widen(net, layer: int, to: int, init: str = "copy", noise: float = 0.0, seed
     map_units(pm, new, layer, index, scale)
     pm.seal(new)
 
-    detail = {"layer": layer, "from": n, "to": to, "init": init, "noise": noise, "seed": seed}
+    detail = {"layer": layer, "from": n, "to": to, "init": init, "noise": noise, "seed": seed, "copies": copies}
     preserving = init == "zero" or (init == "copy" and noise == 0)
     return finish("widen", net, new, pm, detail, t0, probe, claims_preservation=preserving)
 

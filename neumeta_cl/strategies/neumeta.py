@@ -614,8 +614,8 @@ def widened(net: nn.Module, widths, seed: int = 0) -> nn.Module:
     """``net`` grown to ``widths`` by Net2Wider (``morph.widen``, copies of its units): the same
     function at full width, so that a teacher trained narrower still gives full-width targets.
     Every unit gets as many copies as the others (``copies="even"``): after smoothing, each unit
-    becomes a run of equal neighbours, and a network generated at the teacher's width samples
-    one point of each run, the teacher itself."""
+    becomes a run of equal neighbours, and the teacher's width samples one point of each run,
+    so the targets there are the teacher's own units."""
     for layer, width in enumerate(widths):
         if net.widths[layer] < width:
             net = widen(net, layer, width, seed=seed + layer, copies="even").net
