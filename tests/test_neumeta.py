@@ -189,7 +189,7 @@ def test_sampled_regulariser_estimates_the_full_one(tmp_path):
     assert np.mean(draws) == pytest.approx(full, rel=0.05)
 
 
-def test_shared_regulariser_budget_splits_one_networks_queries_over_the_old_tasks(tmp_path):
+def test_shared_regulariser_budget_splits_one_networks_queries_over_the_old_tasks(tmp_path, monkeypatch):
     """reg_budget=shared: with k old tasks each gets reg_fraction / k of its queries, so the
     regulariser's rows per step stay those of one old network; per_task gives each reg_fraction."""
     cfg = load(digits_overrides(tmp_path, "logger.mode=disabled", "strategy.teacher_epochs=0",
@@ -201,12 +201,11 @@ def test_shared_regulariser_budget_splits_one_networks_queries_over_the_old_task
     for budget, each in (("shared", 0.125), ("per_task", 0.5)):
         s.reg_budget = budget
         s.stage(4)
-        asked = []
-        raw_rows = s.generator.raw_rows
-        s.generator.raw_rows = lambda requests, rows: asked.append((requests, rows)) or raw_rows(requests, rows)
+        asked, raw_rows = [], type(s.generator).raw_rows
+        monkeypatch.setattr(s.generator, "raw_rows",
+                            lambda requests, rows: asked.append((requests, rows)) or raw_rows(s.generator, requests, rows))
         with torch.no_grad():
             s.step_weights(s.coord_noise)
-        del s.generator.raw_rows
         (requests, rows), = asked
         assert sorted({r.task for r in requests}) == [0, 1, 2, 3] and len(requests) == 8
         assert [len(i) for i in rows] == [math.ceil(each * len(s.generator.queries(r.task, r.widths))) for r in requests]
