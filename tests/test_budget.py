@@ -31,6 +31,9 @@ def test_network_cost_counts_the_modules_parameters_and_batchnorm():
     assert cost["params"] == sum(p.numel() for p in net.parameters())
     # BatchNorm adds a scale and a shift per hidden unit to the generated (BatchNorm-free) count
     assert cost["params"] == LAYOUT.param_count((4, 8), CLASSES) + 2 * (4 + 8)
+    # a head over a 2 x 2 grid per channel reads 4 numbers per unit of the last layer
+    pooled = network_cost(LAYOUT, (4, 8), CLASSES, batchnorm=True, pool_size=2)
+    assert pooled["params"] == cost["params"] + 3 * 8 * CLASSES
 
 
 @pytest.mark.parametrize("fraction", [0.25, 0.5, 0.75])
@@ -84,22 +87,24 @@ def test_split_rejects_impossible_budgets(budget, message):
         split_for_budget(LAYOUT, HEADS, budget, min_width=0.25, classifier_classes=CLASSES, classifier_batchnorm=True)
 
 
-def router_generator(min_width) -> NeuMetaGenerator:
+def router_generator(min_width, router_pool=1) -> NeuMetaGenerator:
     """A class-incremental generator with a BatchNorm-free task classifier (no statistics needed)."""
     torch.manual_seed(0)
     layout = TargetLayout("cnn", (1, 8, 8), (16, 32), kernel_size=3)
     g = NeuMetaGenerator(layout, [], hidden=16, n_blocks=1, n_freqs=2, layer_dim=4, task_dim=4, film=False,
-                         min_width=min_width, classes=[], n_classes=CLASSES, routing="router")
-    g.task_classifier = task_classifier(layout, CLASSES)
+                         min_width=min_width, router_pool=router_pool, classes=[], n_classes=CLASSES,
+                         routing="router")
+    g.task_classifier = task_classifier(layout, CLASSES, router_pool)
     for classes in ([0, 1], [2, 3], [4, 5, 6]):
         g.add_task(classes)
     return g
 
 
-def test_router_with_a_budget_deploys_the_split(tmp_path):
+@pytest.mark.parametrize("router_pool", [1, 2])
+def test_router_with_a_budget_deploys_the_split(tmp_path, router_pool):
     from neumeta_cl.hypernet import load_generator, save_generator
 
-    g = router_generator(min_width=0.125)
+    g = router_generator(min_width=0.125, router_pool=router_pool)
     uniform = g.router(fraction=0.25)
     budget = {"params": sum(p.numel() for p in uniform.parameters())}
     split = g.router(budget=budget)
@@ -111,7 +116,10 @@ def test_router_with_a_budget_deploys_the_split(tmp_path):
         expected.router = g.classifier_at(split.router.widths)
         assert torch.equal(split(x), expected(x))
     save_generator(g, tmp_path / "g.pt")  # the narrowest trained width travels with the generator
-    assert load_generator(tmp_path / "g.pt").router(budget=budget).router.widths == split.router.widths
+    loaded = load_generator(tmp_path / "g.pt").router(budget=budget)
+    assert loaded.router.widths == split.router.widths and loaded.router.pool_size == router_pool
+    with torch.no_grad():
+        assert torch.equal(loaded(x), split(x))
     with pytest.raises(ConfigError, match="at most one of widths, fraction or budget"):
         g.router(fraction=0.5, budget=budget)
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from neumeta_cl.errors import ConfigError
 from neumeta_cl.hypernet.layout import TargetLayout
 from neumeta_cl.hypernet.routing import (fit_calibration, fit_class_offsets, route_by_router,
                                          route_calibrated, task_log_probs)
@@ -138,6 +139,30 @@ def test_a_narrowed_network_is_the_slice_of_the_full_one(model):
         h = calibrated.blocks[0][0](x)
         assert torch.allclose(stats["blocks.0.1.running_mean"], h.mean((0, 2, 3)), atol=1e-5)
         assert torch.allclose(stats["blocks.0.1.running_var"], h.var((0, 2, 3)), atol=1e-4)
+
+
+@pytest.mark.parametrize("pool", [1, 2, 3])
+def test_a_narrowed_classifier_with_a_pooled_head_is_the_full_one_with_the_cut_units_silenced(pool):
+    """``router_pool``: the head reads a pool x pool grid per channel. The narrow network must be
+    the full one with every unit beyond its widths cut off: zero the full network's weights from
+    those units and both give the same outputs (a wrong order of the head's columns would not)."""
+    from neumeta_cl.hypernet.generator import task_classifier
+
+    torch.manual_seed(0)
+    layout = TargetLayout("cnn", (1, 28, 28), (8, 12), kernel_size=3)
+    net = task_classifier(layout, 10, pool)
+    widths, cells = (3, 5), pool * pool
+    assert net.head.linear.in_features == 12 * cells
+    with torch.no_grad():
+        net.blocks[1][0].weight[:, widths[0]:] = 0
+        net.head.linear.weight[:, widths[1] * cells:] = 0
+    small = narrowed(layout, net, widths)
+    assert small.widths == list(widths) and small.head.linear.in_features == widths[1] * cells
+    x = torch.randn(16, 1, 28, 28)
+    assert torch.allclose(small(x), net(x), atol=1e-5)
+    if pool > 1:  # the INR generates globally pooled targets only
+        with pytest.raises(ConfigError, match=f"global average pooling, not a {pool} x {pool} grid"):
+            TargetLayout.from_net(net)
 
 
 def test_stochastic_regulariser_draws_reg_tasks_old_tasks():
@@ -305,6 +330,9 @@ def test_class_il_figures_from_results():
     ("strategy.router_distill=-1", "strategy.router_distill must be non-negative, got -1."),
     ("strategy.buffer_size=0", "strategy.buffer_size must be"),
     ("strategy.router_min_width=0", "strategy.router_min_width must be in (0, 1] (or null for min_width), got 0."),
+    ("strategy.router_pool=0", "strategy.router_pool must be a positive integer (1: global average pooling), got 0."),
+    ("strategy.router_pool=2", "strategy.router_pool=2 pools a CNN's feature map; MLP has none, so leave it at 1 "
+                               "or use model=cnn."),
 ])
 @pytest.mark.parametrize("scenario", ["class", "task"])
 def test_bad_routing_input_is_one_sentence_and_exit_2(tmp_path, capsys, override, message, scenario):

@@ -27,11 +27,12 @@ def check_budget(budget: dict) -> dict:
     return budget
 
 
-def network_cost(layout: TargetLayout, widths, n_classes: int, batchnorm: bool = False) -> dict[str, int]:
+def network_cost(layout: TargetLayout, widths, n_classes: int, batchnorm: bool = False,
+                 pool_size: int = 1) -> dict[str, int]:
     """Parameters (BatchNorm's scale and shift included) and FLOPs per sample of one network."""
     from neumeta_cl.morph.report import flops_per_sample
 
-    net = layout.build(widths, n_classes, batchnorm=batchnorm)
+    net = layout.build(widths, n_classes, batchnorm=batchnorm, pool_size=pool_size)
     return {"params": sum(p.numel() for p in net.parameters()), "flops": flops_per_sample(net, layout.input_shape)}
 
 
@@ -73,12 +74,13 @@ def widths_for_budget(layout: TargetLayout, n_classes: int, budget: dict) -> tup
 
 def split_for_budget(layout: TargetLayout, heads: Sequence[int], budget: dict, *, min_width: float | None = None,
                      classifier_classes: int | None = None, classifier_batchnorm: bool = False,
-                     classifier_min_width: float | None = None):
+                     classifier_min_width: float | None = None, classifier_pool: int = 1):
     """(classifier widths or None, task widths) of the class-incremental deployment that fits
     ``budget``: one network per task (``heads``: its outputs) at the task widths, plus a task
     classifier over ``classifier_classes`` (None: no classifier). The classifier takes the widest
     width that leaves the task networks their narrowest, then the task networks widen into the rest.
-    ``min_width`` and ``classifier_min_width`` (None: ``min_width``): the narrowest each was trained at."""
+    ``min_width`` and ``classifier_min_width`` (None: ``min_width``): the narrowest each was trained at;
+    ``classifier_pool``: the pooled grid its head reads (``nets.cnn.GridCNN``)."""
     check_budget(budget)
     candidates = uniform_widths(layout, min_width)
     classifier_candidates = uniform_widths(layout, classifier_min_width or min_width)
@@ -87,7 +89,8 @@ def split_for_budget(layout: TargetLayout, heads: Sequence[int], budget: dict, *
         return [network_cost(layout, widths, k) for k in heads]
 
     def classifier_cost(widths) -> list[dict]:
-        return [] if widths is None else [network_cost(layout, widths, classifier_classes, classifier_batchnorm)]
+        return [] if widths is None else [network_cost(layout, widths, classifier_classes, classifier_batchnorm,
+                                                                  classifier_pool)]
 
     def too_small() -> ConfigError:
         smallest = [*classifier_cost(classifier_candidates[0] if classifier_classes is not None else None),

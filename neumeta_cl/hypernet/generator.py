@@ -27,7 +27,7 @@ from neumeta_cl.hypernet.coords import Queries, jitter, weight_queries
 from neumeta_cl.hypernet.inr import WeightINR
 from neumeta_cl.hypernet.layout import TargetLayout
 from neumeta_cl.hypernet.routing import ROUTINGS, TaskRouter
-from neumeta_cl.hypernet.slimmable import has_batchnorm, narrowed
+from neumeta_cl.hypernet.slimmable import has_batchnorm, narrowed, pool_size
 
 Weights = list[tuple[torch.Tensor, torch.Tensor]]  # (weight, bias) per generated layer
 PRECISIONS = ("float32", "bfloat16")  # of the INR's matrix products (``NeuMetaGenerator.inr_precision``)
@@ -44,7 +44,7 @@ class NeuMetaGenerator(nn.Module):
     # The INR's sizes have no defaults here: they live in configs/strategy/neumeta.yaml.
     def __init__(self, layout: TargetLayout, heads: list[int], *, hidden: int, n_blocks: int, n_freqs: int,
                  layer_dim: int, task_dim: int, film: bool, precision: str = "float32", min_width: float | None = None,
-                 router_min_width: float | None = None, classes: list[list[int]] | None = None,
+                 router_min_width: float | None = None, router_pool: int = 1, classes: list[list[int]] | None = None,
                  n_classes: int | None = None, routing: str = "entropy"):
         super().__init__()
         if precision not in PRECISIONS:
@@ -53,7 +53,8 @@ class NeuMetaGenerator(nn.Module):
                      "task_dim": task_dim, "film": film, "precision": precision,
                      # the narrowest widths trained, fractions of the full one (None: unknown; the task
                      # classifier's: as the generator's); deployments within a budget never go below them
-                     "min_width": min_width, "router_min_width": router_min_width}
+                     "min_width": min_width, "router_min_width": router_min_width,
+                     "router_pool": router_pool}  # the task classifier's pooled grid (``task_classifier``)
         self.layout, self.heads = layout, list(heads)
         # Class-incremental use: the global classes each task's outputs stand for, and how many
         # classes there are in all (``router``). None for task-incremental use.
@@ -284,7 +285,8 @@ class NeuMetaGenerator(nn.Module):
                 self.layout, self.heads, budget, min_width=self.arch.get("min_width"),
                 classifier_min_width=self.arch.get("router_min_width"),
                 classifier_classes=self.n_classes if classifier else None,
-                classifier_batchnorm=classifier and has_batchnorm(self.task_classifier))
+                classifier_batchnorm=classifier and has_batchnorm(self.task_classifier),
+                classifier_pool=pool_size(self.task_classifier) if classifier else 1)
         elif fraction is not None:
             if not 0 < fraction <= 1:
                 raise ConfigError(f"fraction must be in (0, 1], got {fraction}.")
@@ -313,11 +315,13 @@ class NeuMetaGenerator(nn.Module):
         return torch.tensor(rows[: len(self.heads)], device=self.inr.stem.weight.device)
 
 
-def task_classifier(layout: TargetLayout, n_classes: int) -> nn.Module:
+def task_classifier(layout: TargetLayout, n_classes: int, pool_size: int = 1) -> nn.Module:
     """The router's task classifier: a full-width network of the target family over all classes
     (with BatchNorm where the family has it), slimmable (``hypernet.slimmable``). Its weights are trained directly, not
-    generated, so they take no gradient from the INR's optimizer."""
-    return layout.build(layout.widths, n_classes, batchnorm=layout.batchnorm).requires_grad_(False)
+    generated, so they take no gradient from the INR's optimizer. A CNN's head may read a ``pool_size`` grid of
+    its last feature map rather than one average per channel: at 25% width one average of 16 channels is too few
+    numbers to tell ten classes apart (README, "Class-incremental")."""
+    return layout.build(layout.widths, n_classes, batchnorm=layout.batchnorm, pool_size=pool_size).requires_grad_(False)
 
 
 def generator_state(generator: NeuMetaGenerator) -> dict:
@@ -341,7 +345,7 @@ def generator_from_state(saved: dict) -> NeuMetaGenerator:
                                  n_classes=saved.get("n_classes"), routing=saved.get("routing") or "entropy")
     generator.calibration = [list(row) for row in saved.get("calibration", [])]
     if saved.get("task_classifier"):
-        generator.task_classifier = task_classifier(layout, generator.n_classes)
+        generator.task_classifier = task_classifier(layout, generator.n_classes, generator.arch["router_pool"])
         saved_state = saved.get("classifier_state", saved.get("classifier_statistics", []))  # the older name
         generator.classifier_state = {tuple(w): dict(s) for w, s in saved_state}
     generator.load_state_dict(saved["state_dict"])

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from neumeta_cl.errors import ConfigError
-from neumeta_cl.nets.cnn import CNN
+from neumeta_cl.nets.cnn import CNN, GridCNN
 from neumeta_cl.nets.mlp import MLP
 
 
@@ -51,6 +51,9 @@ class TargetLayout:
     @classmethod
     def from_net(cls, net: nn.Module) -> "TargetLayout":
         if isinstance(net, CNN):
+            if net.pool_size != 1:  # generated targets average each channel once (the INR has no cell coordinate)
+                raise ConfigError(f"The hypernetwork generates CNNs with global average pooling, not a "
+                                  f"{net.pool_size} x {net.pool_size} grid; build the target with pool_size=1.")
             has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules())
             return cls("cnn", tuple(net.input_shape), tuple(net.widths), net.blocks[0][0].kernel_size[0],
                        _activation_name(net), has_bn)
@@ -93,12 +96,17 @@ class TargetLayout:
     def param_count(self, widths, n_classes: int) -> int:
         return sum(s.n_out * s.fan_in + s.n_out for s in self.shapes(widths, n_classes))
 
-    def build(self, widths, n_classes: int, batchnorm: bool = False) -> nn.Module:
-        """An ordinary single-head network of this family (what generated weights load into)."""
+    def build(self, widths, n_classes: int, batchnorm: bool = False, pool_size: int = 1) -> nn.Module:
+        """An ordinary single-head network of this family (what generated weights load into);
+        ``pool_size`` > 1: a ``GridCNN``, whose head reads a pooled grid (the task classifier's)."""
         widths = list(self.check_widths(widths))
         if self.kind == "cnn":
-            return CNN(self.input_shape, widths, n_classes, kernel_size=self.kernel_size, batchnorm=batchnorm,
-                       activation=self.activation)
+            kwargs = dict(kernel_size=self.kernel_size, batchnorm=batchnorm, activation=self.activation)
+            if pool_size != 1:
+                return GridCNN(self.input_shape, widths, n_classes, pool_size, **kwargs)
+            return CNN(self.input_shape, widths, n_classes, **kwargs)
+        if pool_size != 1:
+            raise ConfigError(f"An MLP has no feature map to pool; pool_size must be 1, got {pool_size}.")
         return MLP(self.input_shape, widths, n_classes, activation=self.activation)
 
     @staticmethod

@@ -22,7 +22,10 @@ def slice_state(state: dict[str, torch.Tensor], widths) -> dict[str, torch.Tenso
     """The narrower network inside a slimmable one, from the full network's state dict: hidden
     layer ``l`` (``blocks.l.*``: its weights, bias and BatchNorm) keeps its first ``widths[l]``
     units and the inputs from the units kept before it; the input channels and the class outputs
-    are never cut. Slices are views, so gradients reach the full network."""
+    are never cut (a head reading a pooled grid, ``nets.cnn.GridCNN``, keeps the first
+    ``widths[-1]`` channels' cells). Slices are views, so gradients reach the full network."""
+    last = max(int(k.split(".")[1]) for k in state if k.startswith("blocks."))
+    cells = state["head.linear.weight"].shape[1] // state[f"blocks.{last}.0.weight"].shape[0]
     out = {}
     for key, value in state.items():
         parts = key.split(".")
@@ -32,9 +35,14 @@ def slice_state(state: dict[str, torch.Tensor], widths) -> dict[str, torch.Tenso
             if value.dim() > 1 and i > 0:
                 value = value[:, : widths[i - 1]]
         elif key == "head.linear.weight":
-            value = value[:, : widths[-1]]
+            value = value[:, : widths[-1] * cells]
         out[key] = value
     return out
+
+
+def pool_size(net: nn.Module) -> int:
+    """Cells per side of the pooled grid a CNN's head reads (``nets.cnn.GridCNN``); 1 for an MLP."""
+    return getattr(net, "pool_size", 1)
 
 
 def has_batchnorm(net: nn.Module) -> bool:
@@ -47,7 +55,7 @@ def narrowed(layout: TargetLayout, net: nn.Module, widths, statistics: dict | No
     that width's measured ``statistics`` in place of the shared values (``batchnorm_statistics``,
     and the head's bias with the class offsets: ``hypernet.routing.fit_class_offsets``)."""
     widths = layout.check_widths(widths)
-    small = layout.build(widths, net.head.linear.out_features, batchnorm=has_batchnorm(net))
+    small = layout.build(widths, net.head.linear.out_features, batchnorm=has_batchnorm(net), pool_size=pool_size(net))
     state = {k: v.clone() for k, v in slice_state(net.state_dict(), widths).items()}
     if statistics is not None:
         state.update({k: v.clone() for k, v in statistics.items()})

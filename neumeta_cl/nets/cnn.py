@@ -22,6 +22,8 @@ class CNN(nn.Module):
     28x28 Fashion-MNIST and length-40 MNIST-1D.
     """
 
+    pool_size = 1  # cells per side of the pooled grid the head reads (``GridCNN``: more than one)
+
     def __init__(
         self,
         input_shape: tuple[int, ...],
@@ -51,8 +53,8 @@ class CNN(nn.Module):
             blocks.append(nn.Sequential(*layers))
             c_in = c
         self.blocks = nn.ModuleList(blocks)
-        self.pool = nn.Sequential(gap(1), nn.Flatten(1))
-        self.head = make_head(c_in, n_classes, heads)
+        self.pool = nn.Sequential(gap(self.pool_size), nn.Flatten(1))
+        self.head = make_head(c_in * self.pool_size ** spatial, n_classes, heads)
 
     @property
     def widths(self) -> list[int]:
@@ -69,3 +71,17 @@ class CNN(nn.Module):
 
     def forward(self, x: torch.Tensor, t: torch.Tensor | None = None) -> torch.Tensor:
         return self.head(self.features(x), t)
+
+
+class GridCNN(CNN):
+    """A CNN whose head reads each channel's last feature map averaged down to ``pool_size`` cells per
+    side, flattened channel by channel (a channel's cells side by side): ``widths[-1] * pool_size **
+    spatial dims`` numbers in place of one per channel. Not a registered model: class-incremental
+    NeuMeta's task classifier (``hypernet.generator.task_classifier``), where one average per channel
+    is too little at narrow widths."""
+
+    def __init__(self, input_shape: tuple[int, ...], channels: list[int], n_classes: int, pool_size: int, **kwargs):
+        if not (isinstance(pool_size, int) and pool_size >= 1):
+            raise ValueError(f"pool_size must be a positive integer, got {pool_size!r}")
+        self.pool_size = pool_size  # a plain int, so it may be set before nn.Module's init; CNN's init reads it
+        super().__init__(input_shape, channels, n_classes, **kwargs)

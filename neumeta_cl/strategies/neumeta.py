@@ -170,16 +170,18 @@ class NeuMeta(ContinualModule):
                  router_epochs: int = 3, router_distill: float = 0.0, inr_batch_size: int | None = None,
                  inr_lr: float | None = None, reg_fraction: float = 1.0, sandwich_batch: float = 1.0,
                  full_batch: float = 1.0, inr_precision: str = "float32", narrower_per_step: int = 2,
-                 router_min_width: float | None = None, teacher_width: float = 1.0, reg_budget: str = "per_task"):
+                 router_min_width: float | None = None, router_pool: int = 1, teacher_width: float = 1.0,
+                 reg_budget: str = "per_task"):
         head = getattr(net, "head", None)
         if not isinstance(head, (MultiHead, SingleHead)):
             raise ConfigError(f"strategy=neumeta generates MLP or CNN targets with a linear head, not "
                               f"{type(net).__name__}; use model=mlp or model=cnn.")
         eval_fractions = list(eval_fractions if eval_fractions is not None else [0.25, 0.5, 0.75, 1.0])
         arch = dict(hidden=hidden, n_blocks=n_blocks, n_freqs=n_freqs, layer_dim=layer_dim, task_dim=task_dim, film=film,
-                    precision=inr_precision, min_width=min_width, router_min_width=router_min_width)
-        _check(min_width=min_width, router_min_width=router_min_width, coord_noise=coord_noise,
-               recon_weight=recon_weight, l2_weight=l2_weight,
+                    precision=inr_precision, min_width=min_width, router_min_width=router_min_width,
+                    router_pool=router_pool)
+        _check(min_width=min_width, router_min_width=router_min_width, router_pool=router_pool,
+               layout_kind=type(net).__name__, coord_noise=coord_noise, recon_weight=recon_weight, l2_weight=l2_weight,
                reg_weight=reg_weight, reg_tasks=reg_tasks, eval_samples=eval_samples, teacher_epochs=teacher_epochs,
                teachers=teachers, task_init=task_init, eval_fractions=eval_fractions, inr_epochs=inr_epochs,
                routing=routing, router_epochs=router_epochs, router_distill=router_distill,
@@ -196,7 +198,7 @@ class NeuMeta(ContinualModule):
             generator = NeuMetaGenerator(layout, [], **arch, classes=[], n_classes=head.linear.out_features,
                                          routing=routing)
             if routing == "router":  # its memory takes each experience before it trains (ER-ACE)
-                generator.task_classifier = task_classifier(layout, generator.n_classes)
+                generator.task_classifier = task_classifier(layout, generator.n_classes, router_pool)
                 router_widths = training_widths(layout, router_min_width or min_width, widths_unseen or [])[0]
                 router = SlimmableTaskClassifier(generator.task_classifier, layout, optim, router_widths,
                                                  batch_size=batch_size, seed=seed, buffer_size=buffer_size,
@@ -556,8 +558,8 @@ class NeuMeta(ContinualModule):
 REG_BUDGETS = ("per_task", "shared")  # how ``reg_fraction`` counts (``NeuMeta._reg_fraction_each``)
 
 
-def _check(*, min_width, router_min_width, coord_noise, recon_weight, l2_weight, reg_weight, reg_tasks, eval_samples,
-           teacher_epochs,
+def _check(*, min_width, router_min_width, router_pool, layout_kind, coord_noise, recon_weight, l2_weight, reg_weight,
+           reg_tasks, eval_samples, teacher_epochs,
            teachers, task_init, eval_fractions, inr_epochs, routing, router_epochs, router_distill,
            inr_batch_size, inr_lr, reg_fraction, sandwich_batch, full_batch, inr_precision, narrower_per_step,
            teacher_width, reg_budget) -> None:
@@ -567,6 +569,11 @@ def _check(*, min_width, router_min_width, coord_noise, recon_weight, l2_weight,
         raise ConfigError(f"strategy.min_width must be in (0, 1], got {min_width}.")
     if router_min_width is not None and not 0 < router_min_width <= 1:
         raise ConfigError(f"strategy.router_min_width must be in (0, 1] (or null for min_width), got {router_min_width}.")
+    if not (isinstance(router_pool, int) and router_pool >= 1):
+        raise ConfigError(f"strategy.router_pool must be a positive integer (1: global average pooling), got {router_pool}.")
+    if router_pool != 1 and layout_kind != "CNN":
+        raise ConfigError(f"strategy.router_pool={router_pool} pools a CNN's feature map; {layout_kind} has none, "
+                          "so leave it at 1 or use model=cnn.")
     for key, value in (("coord_noise", coord_noise), ("recon_weight", recon_weight), ("l2_weight", l2_weight),
                        ("reg_weight", reg_weight), ("reg_tasks", reg_tasks), ("teacher_epochs", teacher_epochs)):
         if value < 0:

@@ -20,7 +20,8 @@ from torch.func import functional_call
 
 from neumeta_cl.hypernet.layout import TargetLayout  # noqa: F401  (type of self.layout)
 from neumeta_cl.hypernet.routing import fit_class_offsets
-from neumeta_cl.hypernet.slimmable import STATISTICS, batchnorm_statistics, has_batchnorm, narrowed, slice_state
+from neumeta_cl.hypernet.slimmable import (STATISTICS, batchnorm_statistics, has_batchnorm, narrowed, pool_size,
+                                           slice_state)
 from neumeta_cl.runner.checkpoint import python_rng_state, set_python_rng_state
 from neumeta_cl.strategies.er_ace import ERACE
 from neumeta_cl.strategies.optim import OptimConfig
@@ -43,7 +44,8 @@ class SlimmableTaskClassifier(ERACE):
     def logits_at(self, widths, x: torch.Tensor) -> torch.Tensor:
         widths = tuple(widths)
         if widths not in self._shells:
-            shell = self.layout.build(widths, self.n_classes, batchnorm=has_batchnorm(self.net))
+            shell = self.layout.build(widths, self.n_classes, batchnorm=has_batchnorm(self.net),
+                                      pool_size=pool_size(self.net))
             self._shells[widths] = shell.to(x.device)
         state = slice_state({**dict(self.net.named_parameters()), **dict(self.net.named_buffers())}, widths)
         # BatchNorm normalises with the batch's statistics here; the running ones it would update
