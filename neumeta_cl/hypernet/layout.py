@@ -53,7 +53,7 @@ class TargetLayout:
         if isinstance(net, CNN):
             if net.pool_size != 1:  # generated targets average each channel once (the INR has no cell coordinate)
                 raise ConfigError(f"The hypernetwork generates CNNs with global average pooling, not a "
-                                  f"{net.pool_size} x {net.pool_size} grid; build the target with pool_size=1.")
+                                  f"{net.pool_size} x {net.pool_size} grid; use a plain CNN (model=cnn) as the target.")
             has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules())
             return cls("cnn", tuple(net.input_shape), tuple(net.widths), net.blocks[0][0].kernel_size[0],
                        _activation_name(net), has_bn)
